@@ -1,0 +1,51 @@
+"""langchain-ragtune: long-term memory for LangGraph, retrieval and parametric.
+
+Retrieval memory stores every turn in PostgreSQL with pgvector and finds it again by hybrid
+vector + keyword search; parametric memory distills the history into RAG-principled training
+data and tunes a LoRA adapter per namespace; a router picks one, the other, or both per query.
+
+Example:
+    >>> from langchain_ragtune import MemoryStore          # doctest: +SKIP
+    >>> with MemoryStore.from_env() as store:              # doctest: +SKIP
+    ...     store.add(("user-42",), ["I moved to Lisbon in May."])
+    ...     store.search(("user-42",), "where does the user live?", k=3)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# The public door. Names resolve lazily so `import langchain_ragtune` stays light (no psycopg
+# pool, no LangGraph) until something is used.
+_EXPORTS = {
+    "MemoryStore": "langchain_ragtune.store",
+    "AsyncMemoryStore": "langchain_ragtune.store",
+    "MemoryRetriever": "langchain_ragtune.store",
+    "Turn": "langchain_ragtune.store",
+    "Memory": "langchain_ragtune.store",
+    "SearchResult": "langchain_ragtune.store",
+    "StoreConfig": "langchain_ragtune.config",
+    "ModelConfig": "langchain_ragtune.config",
+    "ServeConfig": "langchain_ragtune.config",
+    "RouterConfig": "langchain_ragtune.config",
+    "RagtuneError": "langchain_ragtune.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from langchain_ragtune.config import ModelConfig, RouterConfig, ServeConfig, StoreConfig
+    from langchain_ragtune.errors import RagtuneError
+    from langchain_ragtune.store import (AsyncMemoryStore, Memory, MemoryRetriever, MemoryStore,
+                                         SearchResult, Turn)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_ragtune' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

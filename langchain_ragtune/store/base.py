@@ -1,0 +1,251 @@
+"""The pure core shared by :class:`MemoryStore` and :class:`AsyncMemoryStore`.
+
+Everything here is I/O-free: rendering SQL for the configured schema, building statement
+parameters, fusing ranked lists, and turning rows into :class:`Memory` objects. The sync
+and async stores only move these values to and from PostgreSQL.
+
+Example:
+    >>> fused = rrf_fuse([["a", "b"], ["b", "c"]], rrf_k=60)
+    >>> [key for key, _ in fused]
+    ['b', 'a', 'c']
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
+
+from psycopg.types.json import Jsonb
+
+from langchain_ragtune.config import StoreConfig
+from langchain_ragtune.errors import InvalidInputError
+from langchain_ragtune.store import sql
+from langchain_ragtune.store.types import (
+    Memory,
+    SearchResult,
+    Turn,
+    _utc,
+    clean_text,
+    validate_k,
+    validate_metadata,
+    validate_namespace,
+)
+
+__all__ = ["BaseMemoryStore", "embedding_text", "rrf_fuse", "vector_literal"]
+
+SearchMode = Literal["hybrid", "vector", "keyword"]
+_MODES = ("hybrid", "vector", "keyword")
+_MAX_WINDOW = 20
+
+
+def vector_literal(vec: Sequence[float]) -> str:
+    """pgvector's text form of a vector (``'[0.1,0.2]'``), cast with ``::vector`` in SQL."""
+    return "[" + ",".join(f"{float(x):.7g}" for x in vec) + "]"
+
+
+def embedding_text(speaker: str | None, content: str) -> str:
+    """What gets embedded for a memory: the speaker's name matters to questions about people."""
+    return f"{speaker}: {content}" if speaker else content
+
+
+def rrf_fuse(rankings: Sequence[Sequence[Hashable]], *, rrf_k: int = 60) -> list[tuple[Hashable, float]]:
+    """Reciprocal rank fusion of several ranked lists of keys, best first.
+
+    Each list contributes ``1 / (rrf_k + rank)`` (rank from 1) to every key in it. Ties keep
+    the order in which keys were first seen, so the result is deterministic.
+    """
+    scores: dict[Hashable, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
+    order = {key: i for i, key in enumerate(scores)}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def row_to_memory(row: Mapping[str, Any]) -> Memory:
+    """Build a :class:`Memory` from a row selected with the store's memory columns."""
+    return Memory(
+        id=row["id"],
+        seq=row["seq"],
+        namespace=tuple(row["namespace"]),
+        text=row["content"],
+        speaker=row["speaker"],
+        role=row["role"],
+        message_id=row["message_id"],
+        thread_id=row["thread_id"],
+        occurred_at=row["occurred_at"],
+        created_at=row["created_at"],
+        metadata=row["metadata"] or {},
+        expires_at=row["expires_at"],
+        embedded=row["embedded"],
+    )
+
+
+class BaseMemoryStore:
+    """Configuration, SQL and pure helpers common to the sync and async stores.
+
+    Not used directly: see :class:`~langchain_ragtune.store.MemoryStore` and
+    :class:`~langchain_ragtune.store.AsyncMemoryStore`.
+    """
+
+    config: StoreConfig
+
+    def __init__(self, config: StoreConfig | None, embeddings: Any) -> None:
+        self.config = config or StoreConfig.from_env()
+        if embeddings is None:
+            from langchain_ragtune.embeddings import default_embeddings
+
+            embeddings = default_embeddings(self.config.embedding_model)
+        self.embeddings = embeddings
+        self._rendered: dict[str, str] = {}
+        # Namespace sizes decide exact scan vs HNSW; a slightly stale size only changes the
+        # plan, never the correctness, so it is cached briefly.
+        self._sizes: dict[tuple[str, ...], tuple[int, float]] = {}
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this store's tables."""
+        return self.config.schema
+
+    def render(self, template: str) -> str:
+        """SQL text of a template from :mod:`langchain_ragtune.store.sql` for this schema."""
+        text = self._rendered.get(template)
+        if text is None:
+            text = self._rendered[template] = sql.render(template, schema=self.schema)
+        return text
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_params(namespace: tuple[str, ...], turn: Turn,
+                       vector: Sequence[float] | None = None) -> dict[str, Any]:
+        return {
+            "namespace": list(namespace),
+            "message_id": turn.message_id,
+            "thread_id": turn.thread_id,
+            "role": turn.role,
+            "speaker": turn.speaker,
+            "content": turn.text,
+            "metadata": Jsonb(turn.metadata),
+            "occurred_at": turn.occurred_at,
+            "expires_at": turn.expires_at,
+            "embedding": vector_literal(vector) if vector is not None else None,
+        }
+
+    @staticmethod
+    def _update_params(namespace: tuple[str, ...], memory_id: str, *, text: str | None,
+                       metadata: Mapping[str, Any] | None, expires_at: Any,
+                       set_expiry: bool) -> dict[str, Any]:
+        return {
+            "namespace": list(namespace),
+            "id": _check_id(memory_id),
+            "content": clean_text(text) if text is not None else None,
+            "metadata": Jsonb(validate_metadata(metadata)) if metadata is not None else None,
+            "expires_at": _utc(expires_at, "expires_at"),
+            "set_expiry": set_expiry,
+        }
+
+    # -- search ----------------------------------------------------------------------------
+
+    def _search_params(self, namespace: Any, query: Any, k: Any, mode: Any, window: Any,
+                       after: Any, before: Any, thread_id: Any, metadata: Any,
+                       after_seq: Any) -> tuple[tuple[str, ...], str, int, str, int, dict]:
+        namespace = validate_namespace(namespace)
+        query = clean_text(query, what="query")
+        k = validate_k(k)
+        if mode not in _MODES:
+            raise InvalidInputError(f"mode={mode!r} is not a search mode; use one of {_MODES}.")
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= _MAX_WINDOW:
+            raise InvalidInputError(f"window={window!r} must be an int in 0..{_MAX_WINDOW} "
+                                    "(turns of context on each side of a hit).")
+        if after_seq is not None and (isinstance(after_seq, bool) or not isinstance(after_seq, int)):
+            raise InvalidInputError(f"after_seq={after_seq!r} must be an int or None.")
+        if thread_id is not None and not isinstance(thread_id, str):
+            raise InvalidInputError(f"thread_id={thread_id!r} must be a string or None.")
+        params = {
+            "namespace": list(namespace),
+            "text": query,
+            "after": _utc(after, "after"),
+            "before": _utc(before, "before"),
+            "thread_id": thread_id,
+            "metadata": Jsonb(validate_metadata(metadata)) if metadata else None,
+            "after_seq": after_seq,
+            "limit": k * self.config.candidates,
+        }
+        return namespace, query, k, mode, window, params
+
+    def _vector_sql(self, namespace: tuple[str, ...], size: int | None) -> str:
+        exact = size is not None and size < self.config.exact_search_below
+        return self.render(sql.VECTOR_EXACT_SQL if exact else sql.VECTOR_HNSW_SQL)
+
+    def _cached_size(self, namespace: tuple[str, ...]) -> int | None:
+        hit = self._sizes.get(namespace)
+        if hit and time.monotonic() - hit[1] < 30.0:
+            return hit[0]
+        return None
+
+    def _remember_size(self, namespace: tuple[str, ...], size: int) -> None:
+        self._sizes[namespace] = (size, time.monotonic())
+
+    def _fuse(self, mode: str, k: int, vector_rows: list[dict], keyword_rows: list[dict]
+              ) -> list[SearchResult]:
+        """Combine candidate rows into the final top-k results (pure)."""
+        by_id: dict[str, dict] = {}
+        vscore: dict[str, float] = {}
+        kscore: dict[str, float] = {}
+        for row in vector_rows:
+            by_id.setdefault(row["id"], row)
+            vscore[row["id"]] = float(row["vscore"])
+        for row in keyword_rows:
+            by_id.setdefault(row["id"], row)
+            kscore[row["id"]] = float(row["kscore"])
+        if mode == "vector":
+            ranked = [(r["id"], float(r["vscore"])) for r in vector_rows]
+        elif mode == "keyword":
+            ranked = [(r["id"], float(r["kscore"])) for r in keyword_rows]
+        else:
+            ranked = rrf_fuse([[r["id"] for r in vector_rows], [r["id"] for r in keyword_rows]],
+                              rrf_k=self.config.rrf_k)
+        return [
+            SearchResult(memory=row_to_memory(by_id[i]), score=s, vector_score=vscore.get(i),
+                         keyword_score=kscore.get(i))
+            for i, s in ranked[:k]
+        ]
+
+    @staticmethod
+    def _attach_context(results: list[SearchResult], rows: Iterable[Mapping[str, Any]]
+                        ) -> list[SearchResult]:
+        groups: dict[str, list[Memory]] = {}
+        for row in rows:
+            groups.setdefault(row["hit_id"], []).append(row_to_memory(row))
+        out = []
+        for r in results:
+            ctx = sorted(groups.get(r.id, [r.memory]), key=lambda m: (m.occurred_at, m.seq))
+            out.append(SearchResult(memory=r.memory, score=r.score, vector_score=r.vector_score,
+                                    keyword_score=r.keyword_score, context=tuple(ctx)))
+        return out
+
+
+def _check_id(memory_id: Any) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(memory_id)))
+    except (ValueError, TypeError):
+        raise InvalidInputError(f"memory id {memory_id!r} is not a memory id (a UUID returned by "
+                                "add() or search()).") from None
+
+
+def check_ids(ids: Any) -> list[str]:
+    """Validate a list of memory ids (UUID strings)."""
+    if isinstance(ids, str):
+        ids = [ids]
+    if not isinstance(ids, (list, tuple, set)):
+        raise InvalidInputError(f"ids={ids!r} must be a list of memory ids.")
+    return [_check_id(i) for i in ids]
+
+
+def check_time(value: Any, what: str) -> datetime | None:
+    """Validate an optional datetime / ISO string (naive = UTC)."""
+    return _utc(value, what)

@@ -1,0 +1,327 @@
+"""All SQL of langchain-ragtune, as named constants, and the schema migrations.
+
+This module owns the SQL: no other module writes a query. Statements are templates with two
+kinds of holes, filled by :func:`render`:
+
+* ``{schema}``: the configured schema name, validated by
+  :func:`~langchain_ragtune.config.validate_identifier` before it gets here;
+* ``{dim}``: the embedding dimension, an int read from the embeddings model.
+
+Everything else a caller supplies (namespaces, text, metadata, times, k) travels as a
+psycopg parameter (``%(name)s``), never as SQL text.
+
+``MIGRATIONS`` is append-only: its position is the version. Never edit a migration that has
+shipped; append a new one.
+
+Example:
+    >>> render(COUNT_SQL, schema="ragtune").startswith("SELECT count(*) FROM ragtune.memories")
+    True
+"""
+
+from __future__ import annotations
+
+from langchain_ragtune.config import validate_identifier
+
+__all__ = ["MIGRATIONS", "render"]
+
+
+def render(template: str, *, schema: str, dim: int | None = None) -> str:
+    """Fill the ``{schema}`` (and ``{dim}``) holes of a template after validating them."""
+    validate_identifier(schema, "schema")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= 16000):
+        raise ValueError(f"embedding dimension {dim!r} must be an int in 1..16000")
+    return template.replace("{schema}", schema).replace("{dim}", str(dim) if dim else "{dim}")
+
+
+# --- bootstrap ------------------------------------------------------------------------------
+
+CHECK_PGVECTOR_SQL = "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+CREATE_SCHEMA_SQL = "CREATE SCHEMA IF NOT EXISTS {schema}"
+CREATE_MIGRATIONS_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS {schema}.migrations (
+    v integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SELECT_MIGRATION_VERSION_SQL = "SELECT coalesce(max(v), -1) AS v FROM {schema}.migrations"
+INSERT_MIGRATION_SQL = "INSERT INTO {schema}.migrations (v) VALUES (%(v)s)"
+# Serialises concurrent setup() calls (two app replicas starting at once).
+SETUP_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('ragtune-setup:{schema}'))"
+GET_SETTING_SQL = "SELECT value FROM {schema}.settings WHERE key = %(key)s"
+SET_SETTING_SQL = """
+INSERT INTO {schema}.settings (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
+
+#: Position = version. Append only.
+MIGRATIONS: list[str] = [
+    # 0: extensions and settings
+    """
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE IF NOT EXISTS {schema}.settings (key text PRIMARY KEY, value text NOT NULL);
+    """,
+    # 1: memories. `seq` orders writes (the distillation watermark); `occurred_at` is the
+    # conversation's own time. `embedding` is NULL until the background embedder fills it,
+    # and keyword search (the generated `tsv`) finds the row before that.
+    """
+    CREATE TABLE {schema}.memories (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        seq bigint GENERATED ALWAYS AS IDENTITY,
+        namespace text[] NOT NULL,
+        message_id text NOT NULL,
+        thread_id text,
+        role text NOT NULL DEFAULT 'human',
+        speaker text,
+        content text NOT NULL,
+        metadata jsonb NOT NULL DEFAULT '{}',
+        occurred_at timestamptz NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz,
+        embedding vector({dim}),
+        tsv tsvector GENERATED ALWAYS AS (
+            to_tsvector('english', coalesce(speaker, '') || ' ' || content)) STORED,
+        UNIQUE (namespace, message_id)
+    );
+    CREATE UNIQUE INDEX memories_seq_idx ON {schema}.memories (seq);
+    CREATE INDEX memories_ns_seq_idx ON {schema}.memories (namespace, seq);
+    CREATE INDEX memories_thread_idx ON {schema}.memories (namespace, thread_id, occurred_at, seq);
+    CREATE INDEX memories_tsv_idx ON {schema}.memories USING gin (tsv);
+    CREATE INDEX memories_unembedded_idx ON {schema}.memories (seq) WHERE embedding IS NULL;
+    CREATE INDEX memories_expiry_idx ON {schema}.memories (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX memories_meta_idx ON {schema}.memories USING gin (metadata jsonb_path_ops);
+    """,
+    # 2: the HNSW index (cosine), built once the table exists.
+    """
+    CREATE INDEX memories_embedding_idx ON {schema}.memories
+        USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
+    """,
+    # 3: deletions: which seqs of a namespace were deleted and when (no content kept), so an
+    # adapter trained on a forgotten memory can be recognised as stale.
+    """
+    CREATE TABLE {schema}.deletions (
+        namespace text[] NOT NULL,
+        seq bigint NOT NULL,
+        deleted_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX deletions_ns_idx ON {schema}.deletions (namespace, deleted_at);
+    """,
+    # 4: distilled datasets (versioned per namespace) and their examples with provenance.
+    """
+    CREATE TABLE {schema}.datasets (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace text[] NOT NULL,
+        version integer NOT NULL,
+        watermark_seq bigint NOT NULL,
+        stats jsonb NOT NULL DEFAULT '{}',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (namespace, version)
+    );
+    CREATE TABLE {schema}.examples (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        dataset_id bigint NOT NULL REFERENCES {schema}.datasets (id) ON DELETE CASCADE,
+        kind text NOT NULL,
+        split text NOT NULL DEFAULT 'train',
+        messages jsonb NOT NULL,
+        source_ids uuid[] NOT NULL DEFAULT '{}',
+        meta jsonb NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX examples_dataset_idx ON {schema}.examples (dataset_id, split);
+    """,
+    # 5: the adapter registry and the per-namespace pointer to the serving version.
+    """
+    CREATE TABLE {schema}.adapters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        namespace text[] NOT NULL,
+        version integer NOT NULL,
+        name text NOT NULL UNIQUE,
+        path text NOT NULL,
+        base_model text NOT NULL,
+        watermark_seq bigint NOT NULL,
+        dataset_id bigint REFERENCES {schema}.datasets (id) ON DELETE SET NULL,
+        metrics jsonb NOT NULL DEFAULT '{}',
+        status text NOT NULL,
+        reason text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (namespace, version)
+    );
+    CREATE TABLE {schema}.current_adapter (
+        namespace text[] PRIMARY KEY,
+        adapter_id bigint NOT NULL REFERENCES {schema}.adapters (id) ON DELETE CASCADE,
+        switched_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+
+# --- memories: writes ---------------------------------------------------------------------
+
+_MEMORY_COLUMNS = (
+    "id::text AS id, seq, namespace, message_id, thread_id, role, speaker, content, metadata, "
+    "occurred_at, created_at, expires_at, (embedding IS NOT NULL) AS embedded"
+)
+
+# Idempotent on (namespace, message_id): a replayed write changes nothing and returns the
+# existing row's id (the no-op UPDATE makes RETURNING yield it).
+INSERT_MEMORY_SQL = """
+INSERT INTO {schema}.memories
+    (namespace, message_id, thread_id, role, speaker, content, metadata, occurred_at, expires_at,
+     embedding)
+VALUES (%(namespace)s, %(message_id)s, %(thread_id)s, %(role)s, %(speaker)s, %(content)s,
+        %(metadata)s, %(occurred_at)s, %(expires_at)s, %(embedding)s::vector)
+ON CONFLICT (namespace, message_id) DO UPDATE SET message_id = excluded.message_id
+RETURNING id::text AS id, seq"""
+
+UPDATE_MEMORY_SQL = """
+UPDATE {schema}.memories
+SET content = coalesce(%(content)s, content),
+    metadata = coalesce(%(metadata)s, metadata),
+    expires_at = CASE WHEN %(set_expiry)s THEN %(expires_at)s ELSE expires_at END,
+    embedding = CASE WHEN %(content)s::text IS NULL THEN embedding ELSE NULL END,
+    updated_at = now()
+WHERE namespace = %(namespace)s AND id = %(id)s::uuid
+RETURNING id::text AS id"""
+
+# The background embedder claims a batch with SKIP LOCKED, so several replicas share the work.
+CLAIM_UNEMBEDDED_SQL = """
+SELECT id::text AS id, speaker, content FROM {schema}.memories
+WHERE embedding IS NULL
+ORDER BY seq
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED"""
+
+SET_EMBEDDING_SQL = "UPDATE {schema}.memories SET embedding = %(embedding)s::vector WHERE id = %(id)s::uuid"
+
+COUNT_UNEMBEDDED_SQL = "SELECT count(*) AS n FROM {schema}.memories WHERE embedding IS NULL"
+
+# --- memories: reads ----------------------------------------------------------------------
+
+_LIVE = "(expires_at IS NULL OR expires_at > now())"
+
+GET_MEMORY_SQL = (f"SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories "
+                  "WHERE namespace = %(namespace)s AND id = %(id)s::uuid")
+
+GET_BY_MESSAGE_ID_SQL = (f"SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories "
+                         "WHERE namespace = %(namespace)s AND message_id = %(message_id)s")
+
+COUNT_SQL = f"SELECT count(*) FROM {{schema}}.memories WHERE namespace = %(namespace)s AND {_LIVE}"
+
+# Live memories of a namespace written after a watermark, oldest first (distillation input).
+LIST_SQL = f"""
+SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories
+WHERE namespace = %(namespace)s AND {_LIVE} AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s"""
+
+MAX_SEQ_SQL = (f"SELECT coalesce(max(seq), 0) AS seq FROM {{schema}}.memories "
+               f"WHERE namespace = %(namespace)s AND {_LIVE}")
+
+LIST_NAMESPACES_SQL = """
+SELECT namespace, count(*) AS n FROM {schema}.memories
+WHERE (%(prefix)s::text[] IS NULL OR namespace[1:cardinality(%(prefix)s::text[])] = %(prefix)s)
+GROUP BY namespace ORDER BY namespace LIMIT %(limit)s OFFSET %(offset)s"""
+
+# --- memories: deletes --------------------------------------------------------------------
+
+DELETE_MEMORY_SQL = """
+WITH gone AS (
+    DELETE FROM {schema}.memories WHERE namespace = %(namespace)s AND id = ANY(%(ids)s::uuid[])
+    RETURNING namespace, seq)
+INSERT INTO {schema}.deletions (namespace, seq) SELECT namespace, seq FROM gone
+RETURNING seq"""
+
+FORGET_NAMESPACE_SQL = """
+WITH gone AS (
+    DELETE FROM {schema}.memories WHERE namespace = %(namespace)s RETURNING namespace, seq)
+INSERT INTO {schema}.deletions (namespace, seq) SELECT namespace, seq FROM gone
+RETURNING seq"""
+
+FORGET_DATASETS_SQL = "DELETE FROM {schema}.datasets WHERE namespace = %(namespace)s"
+FORGET_ADAPTERS_SQL = """
+WITH c AS (DELETE FROM {schema}.current_adapter WHERE namespace = %(namespace)s)
+DELETE FROM {schema}.adapters WHERE namespace = %(namespace)s RETURNING name, path"""
+
+EXPIRE_SQL = """
+WITH gone AS (
+    DELETE FROM {schema}.memories WHERE expires_at IS NOT NULL AND expires_at <= now()
+    RETURNING namespace, seq)
+INSERT INTO {schema}.deletions (namespace, seq) SELECT namespace, seq FROM gone
+RETURNING seq"""
+
+# Deletions newer than `since` of seqs at or below `watermark`: memories an adapter
+# trained up to `watermark` may still hold although they were forgotten.
+FORGOTTEN_SINCE_SQL = """
+SELECT count(*) AS n FROM {schema}.deletions
+WHERE namespace = %(namespace)s AND seq <= %(watermark)s AND deleted_at >= %(since)s"""
+
+# --- search -------------------------------------------------------------------------------
+# Filters are fixed fragments, each switched on by its own parameter being non-NULL, so the
+# statement text never depends on caller values.
+
+SEARCH_FILTERS = f"""
+    namespace = %(namespace)s AND {_LIVE}
+    AND (%(after)s::timestamptz IS NULL OR occurred_at >= %(after)s)
+    AND (%(before)s::timestamptz IS NULL OR occurred_at < %(before)s)
+    AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s)
+    AND (%(metadata)s::jsonb IS NULL OR metadata @> %(metadata)s)
+    AND (%(after_seq)s::bigint IS NULL OR seq > %(after_seq)s)"""
+
+# Exact nearest neighbours inside one namespace: the "+ 0" keeps the planner off the HNSW
+# index, which is slower than a scan for small namespaces and may return fewer than k rows
+# under a selective filter.
+VECTOR_EXACT_SQL = f"""
+SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::vector) AS vscore
+FROM {{schema}}.memories
+WHERE embedding IS NOT NULL AND {SEARCH_FILTERS}
+ORDER BY (embedding <=> %(vector)s::vector) + 0
+LIMIT %(limit)s"""
+
+# Approximate search through HNSW for large namespaces. The session sets
+# hnsw.iterative_scan = relaxed_order, so filtered scans keep going until k rows pass the
+# filter; the outer ORDER BY restores exact order among what was found.
+VECTOR_HNSW_SQL = f"""
+SELECT * FROM (
+    SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::vector) AS vscore
+    FROM {{schema}}.memories
+    WHERE {SEARCH_FILTERS}
+    ORDER BY embedding <=> %(vector)s::vector
+    LIMIT %(limit)s
+) hits ORDER BY vscore DESC"""
+
+# OR of the query's lexemes: plainto_tsquery ANDs them, which finds nothing for most
+# natural-language questions; swapping the operators keeps its safe parsing and quoting.
+KEYWORD_SQL = f"""
+SELECT {_MEMORY_COLUMNS}, ts_rank_cd(tsv, q.query) AS kscore
+FROM {{schema}}.memories,
+     (SELECT replace(plainto_tsquery('english', %(text)s)::text, '&', '|')::tsquery AS query) q
+WHERE q.query <> ''::tsquery AND tsv @@ q.query AND {SEARCH_FILTERS}
+ORDER BY kscore DESC, seq DESC
+LIMIT %(limit)s"""
+
+# Up to `window` turns of the same thread on each side of every hit, in conversation order.
+CONTEXT_SQL = f"""
+SELECT h.id::text AS hit_id, n.* FROM unnest(%(ids)s::uuid[]) AS h(id)
+JOIN {{schema}}.memories m ON m.id = h.id
+CROSS JOIN LATERAL (
+    (SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories x
+     WHERE x.namespace = m.namespace AND x.thread_id IS NOT DISTINCT FROM m.thread_id
+       AND (x.occurred_at, x.seq) < (m.occurred_at, m.seq)
+       AND (x.expires_at IS NULL OR x.expires_at > now())
+     ORDER BY x.occurred_at DESC, x.seq DESC LIMIT %(window)s)
+    UNION ALL
+    (SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories x WHERE x.id = m.id)
+    UNION ALL
+    (SELECT {_MEMORY_COLUMNS} FROM {{schema}}.memories x
+     WHERE x.namespace = m.namespace AND x.thread_id IS NOT DISTINCT FROM m.thread_id
+       AND (x.occurred_at, x.seq) > (m.occurred_at, m.seq)
+       AND (x.expires_at IS NULL OR x.expires_at > now())
+     ORDER BY x.occurred_at, x.seq LIMIT %(window)s)
+) n"""
+
+# --- locks --------------------------------------------------------------------------------
+# One refresh per namespace across processes and hosts: a session-level advisory lock keyed
+# on the schema and the namespace.
+TRY_NAMESPACE_LOCK_SQL = """
+SELECT pg_try_advisory_lock(hashtext('ragtune-refresh:{schema}'),
+                            hashtext(array_to_string(%(namespace)s::text[], chr(31)))) AS locked"""
+UNLOCK_NAMESPACE_SQL = """
+SELECT pg_advisory_unlock(hashtext('ragtune-refresh:{schema}'),
+                          hashtext(array_to_string(%(namespace)s::text[], chr(31)))) AS unlocked"""

@@ -325,3 +325,71 @@ SELECT pg_try_advisory_lock(hashtext('ragtune-refresh:{schema}'),
 UNLOCK_NAMESPACE_SQL = """
 SELECT pg_advisory_unlock(hashtext('ragtune-refresh:{schema}'),
                           hashtext(array_to_string(%(namespace)s::text[], chr(31)))) AS unlocked"""
+
+# --- distill / tuning / jobs ---------------------------------------------------------------
+# The adapter registry (langchain_ragtune.tuning.registry) and the distilled datasets
+# (langchain_ragtune.distill.dataset). Owned by the parametric-memory area.
+
+_ADAPTER_COLUMNS = ("a.id, a.namespace, a.version, a.name, a.path, a.base_model, a.watermark_seq, "
+                    "a.dataset_id, a.metrics, a.status, a.reason, a.created_at")
+
+INSERT_ADAPTER_SQL = """
+INSERT INTO {schema}.adapters AS a
+    (namespace, version, name, path, base_model, watermark_seq, dataset_id, metrics, status, reason)
+VALUES (%(namespace)s, %(version)s, %(name)s, %(path)s, %(base_model)s, %(watermark_seq)s,
+        %(dataset_id)s, %(metrics)s, %(status)s, %(reason)s)
+RETURNING """ + _ADAPTER_COLUMNS
+
+GET_ADAPTER_BY_NAME_SQL = f"SELECT {_ADAPTER_COLUMNS} FROM {{schema}}.adapters a WHERE a.name = %(name)s"
+GET_ADAPTER_BY_ID_SQL = f"SELECT {_ADAPTER_COLUMNS} FROM {{schema}}.adapters a WHERE a.id = %(id)s"
+
+LIST_ADAPTERS_SQL = f"""
+SELECT {_ADAPTER_COLUMNS} FROM {{schema}}.adapters a
+WHERE a.namespace = %(namespace)s ORDER BY a.version"""
+
+# The newest version, optionally only among some statuses (NULL = any status).
+LATEST_ADAPTER_SQL = f"""
+SELECT {_ADAPTER_COLUMNS} FROM {{schema}}.adapters a
+WHERE a.namespace = %(namespace)s AND (%(statuses)s::text[] IS NULL OR a.status = ANY(%(statuses)s))
+ORDER BY a.version DESC LIMIT 1"""
+
+NEXT_ADAPTER_VERSION_SQL = """
+SELECT coalesce(max(version), 0) + 1 AS version FROM {schema}.adapters WHERE namespace = %(namespace)s"""
+
+CURRENT_ADAPTER_SQL = f"""
+SELECT {_ADAPTER_COLUMNS}, c.switched_at FROM {{schema}}.current_adapter c
+JOIN {{schema}}.adapters a ON a.id = c.adapter_id
+WHERE c.namespace = %(namespace)s"""
+
+# Every namespace's current adapter (what a restarted vLLM must load again).
+ALL_CURRENT_ADAPTERS_SQL = f"""
+SELECT {_ADAPTER_COLUMNS}, c.switched_at FROM {{schema}}.current_adapter c
+JOIN {{schema}}.adapters a ON a.id = c.adapter_id
+ORDER BY c.switched_at DESC"""
+
+# Serialises pointer switches of one namespace (two publishers, two app replicas), for the
+# length of the switching transaction only.
+SWITCH_LOCK_SQL = """
+SELECT pg_advisory_xact_lock(hashtext('ragtune-switch:{schema}'),
+                             hashtext(array_to_string(%(namespace)s::text[], chr(31))))"""
+
+LOCK_ADAPTER_SQL = f"""
+SELECT {_ADAPTER_COLUMNS} FROM {{schema}}.adapters a WHERE a.id = %(id)s FOR UPDATE"""
+
+SELECT_CURRENT_POINTER_SQL = """
+SELECT adapter_id FROM {schema}.current_adapter WHERE namespace = %(namespace)s"""
+
+UPSERT_CURRENT_ADAPTER_SQL = """
+INSERT INTO {schema}.current_adapter (namespace, adapter_id, switched_at)
+VALUES (%(namespace)s, %(adapter_id)s, now())
+ON CONFLICT (namespace) DO UPDATE SET adapter_id = excluded.adapter_id, switched_at = now()"""
+
+CLEAR_CURRENT_ADAPTER_SQL = "DELETE FROM {schema}.current_adapter WHERE namespace = %(namespace)s"
+
+SET_ADAPTER_STATUS_SQL = f"""
+UPDATE {{schema}}.adapters a SET status = %(status)s, reason = %(reason)s
+WHERE a.id = %(id)s RETURNING {_ADAPTER_COLUMNS}"""
+
+UPDATE_ADAPTER_METRICS_SQL = f"""
+UPDATE {{schema}}.adapters a SET metrics = a.metrics || %(metrics)s
+WHERE a.id = %(id)s RETURNING {_ADAPTER_COLUMNS}"""

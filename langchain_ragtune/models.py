@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -165,12 +166,10 @@ def _convert(gguf: Path, out: Path, threads: int, quiet: bool) -> None:
         raise DependencyMissingError("gguf", "train", "Reading the shipped GGUF model")
     torch.set_num_threads(threads)
     folder, name = str(gguf.parent), gguf.name
-    # transformers prints tqdm bars while dequantizing; keep them out of --quiet runs.
-    from transformers.utils import logging as hf_logging
-
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
+    # transformers prints tqdm bars (GGUF dequantizing, loading, saving) straight to
+    # sys.stderr; a quiet run (setup.sh) swallows them. Exceptions still propagate.
+    sink = contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
+    with sink:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         # dequantize=True gives plain tensors; without it save_pretrained refuses the model.
         model = AutoModelForCausalLM.from_pretrained(
@@ -178,9 +177,6 @@ def _convert(gguf: Path, out: Path, threads: int, quiet: bool) -> None:
             quantization_config=GgufConfig(gguf_file=name, dequantize=True))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
     if not (out / "chat_template.jinja").is_file():
         # Older tokenizers kept the template inside tokenizer_config.json only; vLLM and
         # apply_chat_template need it, so write it out explicitly.

@@ -139,6 +139,7 @@ class StoreConfig:
         candidates: how many hits each of vector and keyword search contributes to fusion,
             as a multiple of ``k``.
         embed_batch_size: turns embedded per batch by the background embedder.
+        connect_timeout: seconds to wait for PostgreSQL when the store opens.
     """
 
     pg_uri: str | None = None
@@ -151,12 +152,13 @@ class StoreConfig:
     rrf_k: int = 60
     candidates: int = 4
     embed_batch_size: int = 64
+    connect_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
         validate_identifier(self.schema, "StoreConfig.schema (RAGTUNE_SCHEMA)")
         _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k",
-                        "candidates", "embed_batch_size")
+                        "candidates", "embed_batch_size", "connect_timeout")
         if self.ef_search > 1000:
             raise ConfigError(f"StoreConfig.ef_search={self.ef_search} is above pgvector's "
                               "maximum of 1000 (RAGTUNE_EF_SEARCH).")

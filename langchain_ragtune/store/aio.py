@@ -103,7 +103,7 @@ class AsyncMemoryStore(BaseMemoryStore):
         """Open the pool (called by ``async with``)."""
         if self._own_pool:
             try:
-                await self.pool.open(wait=True, timeout=30)
+                await self.pool.open(wait=True, timeout=self.config.connect_timeout)
             except Exception as exc:
                 raise store_error(psycopg.OperationalError(str(exc)), _hide_password(self._uri))
 

@@ -110,7 +110,7 @@ class MemoryStore(BaseMemoryStore):
                                   kwargs=connection_kwargs(), configure=configure, open=False,
                                   name="ragtune")
             try:
-                pool.open(wait=True, timeout=30)
+                pool.open(wait=True, timeout=self.config.connect_timeout)
             except Exception as exc:
                 raise store_error(psycopg.OperationalError(str(exc)), _hide_password(self._uri))
         else:

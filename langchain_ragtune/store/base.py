@@ -171,7 +171,8 @@ class BaseMemoryStore:
             "thread_id": thread_id,
             "metadata": Jsonb(validate_metadata(metadata)) if metadata else None,
             "after_seq": after_seq,
-            "limit": k * self.config.candidates,
+            # Fusion needs deeper candidate lists than the k it returns; one-sided modes don't.
+            "limit": k * self.config.candidates if mode == "hybrid" else k,
         }
         return namespace, query, k, mode, window, params
 

@@ -380,11 +380,17 @@ def summarize(records: Iterable[Mapping[str, Any]], *, metadata: Mapping[str, An
         preps = [p for p in prepares if p["mode"] == name]
         if preps:
             entry["prepare"] = _prepare_totals(preps)
+        routed = [r for r in rows if r.get("route")]
+        if routed:
+            entry["router"] = _router_summary(questions, routed)
         modes[name] = entry
     out: dict[str, Any] = {"modes": modes}
-    routed = [r for r in questions if r.get("route")]
-    if routed:
-        out["router"] = _router_summary(questions, routed)
+    # The top-level "router" key (the shape other tools read) describes the routed mode;
+    # with several routed modes each keeps its own under modes[<name>]["router"].
+    for name, entry in modes.items():
+        if "router" in entry:
+            out["router"] = {"mode": name, **entry["router"]}
+            break
     if metadata is not None:
         out["metadata"] = dict(metadata)
     if include_questions:

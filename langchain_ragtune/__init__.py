@@ -23,6 +23,7 @@ _EXPORTS = {
     "MemoryStore": "langchain_ragtune.store",
     "AsyncMemoryStore": "langchain_ragtune.store",
     "MemoryRetriever": "langchain_ragtune.store",
+    "RagtuneStore": "langchain_ragtune.store",
     "Turn": "langchain_ragtune.store",
     "Memory": "langchain_ragtune.store",
     "SearchResult": "langchain_ragtune.store",

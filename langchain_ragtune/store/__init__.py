@@ -2,6 +2,7 @@
 
 * :class:`MemoryStore` / :class:`AsyncMemoryStore`: write, search, list, delete, forget.
 * :class:`MemoryRetriever`: a LangChain retriever over one namespace.
+* :class:`RagtuneStore`: the store as LangGraph's ``BaseStore`` (``graph.compile(store=...)``).
 * :mod:`~langchain_ragtune.store.sql`: every SQL statement and the schema migrations.
 * :mod:`~langchain_ragtune.store.embedded`: the embedded PostgreSQL default.
 """
@@ -9,7 +10,10 @@
 from langchain_ragtune.store.types import Memory, SearchResult, Turn
 from langchain_ragtune.store.sync import MemoryStore
 
-__all__ = ["AsyncMemoryStore", "Memory", "MemoryRetriever", "MemoryStore", "SearchResult", "Turn"]
+__all__ = [
+    "AsyncMemoryStore", "Memory", "MemoryRetriever", "MemoryStore", "RagtuneStore", "SearchResult",
+    "Turn",
+]
 
 
 def __getattr__(name: str):  # the async store and retriever load on first use
@@ -17,6 +21,10 @@ def __getattr__(name: str):  # the async store and retriever load on first use
         from langchain_ragtune.store.aio import AsyncMemoryStore
 
         return AsyncMemoryStore
+    if name == "RagtuneStore":
+        from langchain_ragtune.store.langgraph import RagtuneStore
+
+        return RagtuneStore
     if name == "MemoryRetriever":
         from langchain_ragtune.store.retriever import MemoryRetriever
 

@@ -393,3 +393,77 @@ WHERE a.id = %(id)s RETURNING {_ADAPTER_COLUMNS}"""
 UPDATE_ADAPTER_METRICS_SQL = f"""
 UPDATE {{schema}}.adapters a SET metrics = a.metrics || %(metrics)s
 WHERE a.id = %(id)s RETURNING {_ADAPTER_COLUMNS}"""
+
+# Distilled datasets: versioned per namespace; the version is assigned in the INSERT.
+INSERT_DATASET_SQL = """
+INSERT INTO {schema}.datasets (namespace, version, watermark_seq, stats)
+SELECT %(namespace)s, coalesce(max(version), 0) + 1, %(watermark_seq)s, %(stats)s
+FROM {schema}.datasets WHERE namespace = %(namespace)s
+RETURNING id, namespace, version, watermark_seq, stats, created_at"""
+
+INSERT_EXAMPLE_SQL = """
+INSERT INTO {schema}.examples (dataset_id, kind, split, messages, source_ids, meta)
+VALUES (%(dataset_id)s, %(kind)s, %(split)s, %(messages)s, %(source_ids)s::uuid[], %(meta)s)"""
+
+_DATASET_COLUMNS = "id, namespace, version, watermark_seq, stats, created_at"
+GET_DATASET_SQL = f"SELECT {_DATASET_COLUMNS} FROM {{schema}}.datasets WHERE id = %(id)s"
+LATEST_DATASET_SQL = f"""
+SELECT {_DATASET_COLUMNS} FROM {{schema}}.datasets WHERE namespace = %(namespace)s
+ORDER BY version DESC LIMIT 1"""
+LIST_DATASETS_SQL = f"""
+SELECT {_DATASET_COLUMNS} FROM {{schema}}.datasets WHERE namespace = %(namespace)s ORDER BY version"""
+UPDATE_DATASET_STATS_SQL = """
+UPDATE {schema}.datasets SET stats = stats || %(stats)s WHERE id = %(id)s"""
+
+# Examples of a dataset, optionally of one split (NULL = all), in insertion order.
+LOAD_EXAMPLES_SQL = """
+SELECT id, kind, split, messages, source_ids::text[] AS source_ids, meta FROM {schema}.examples
+WHERE dataset_id = %(dataset_id)s AND (%(split)s::text IS NULL OR split = %(split)s)
+ORDER BY id"""
+
+# Live memories of a namespace written after a watermark (the "N new memories" trigger).
+COUNT_NEW_MEMORIES_SQL = """
+SELECT count(*) AS n FROM {schema}.memories
+WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now()) AND seq > %(after_seq)s"""
+
+# Namespaces with at least `min_new` live memories newer than their current adapter's
+# watermark (all of them when they have no adapter): what a scheduler sweep refreshes.
+PENDING_NAMESPACES_SQL = """
+SELECT m.namespace, count(*) AS new, coalesce(max(a.watermark_seq), 0) AS watermark_seq
+FROM {schema}.memories m
+LEFT JOIN {schema}.current_adapter c ON c.namespace = m.namespace
+LEFT JOIN {schema}.adapters a ON a.id = c.adapter_id
+WHERE (m.expires_at IS NULL OR m.expires_at > now()) AND m.seq > coalesce(a.watermark_seq, 0)
+GROUP BY m.namespace
+HAVING count(*) >= %(min_new)s
+ORDER BY count(*) DESC
+LIMIT %(limit)s"""
+
+# --- LangGraph BaseStore adapter (store/langgraph.py) ----------------------------------------
+# LangGraph's put() is an upsert keyed on (namespace, key): the key is our message_id; a new
+# value replaces the text and metadata and clears the vector for the embedder.
+UPSERT_ITEM_SQL = """
+INSERT INTO {schema}.memories (namespace, message_id, role, content, metadata, occurred_at, expires_at)
+VALUES (%(namespace)s, %(message_id)s, 'note', %(content)s, %(metadata)s, now(), %(expires_at)s)
+ON CONFLICT (namespace, message_id) DO UPDATE
+SET content = excluded.content, metadata = excluded.metadata, expires_at = excluded.expires_at,
+    embedding = CASE WHEN {schema}.memories.content = excluded.content
+                     THEN {schema}.memories.embedding END,
+    updated_at = now()"""
+
+DELETE_ITEM_SQL = """
+WITH gone AS (
+    DELETE FROM {schema}.memories WHERE namespace = %(namespace)s AND message_id = %(message_id)s
+    RETURNING namespace, seq)
+INSERT INTO {schema}.deletions (namespace, seq) SELECT namespace, seq FROM gone"""
+
+LIST_ITEMS_SQL = f"""
+SELECT {_MEMORY_COLUMNS}, updated_at FROM {{schema}}.memories
+WHERE namespace = %(namespace)s AND {_LIVE}
+  AND (%(metadata)s::jsonb IS NULL OR metadata @> %(metadata)s)
+ORDER BY updated_at DESC, seq DESC
+LIMIT %(limit)s OFFSET %(offset)s"""
+
+GET_ITEMS_SQL = f"""
+SELECT {_MEMORY_COLUMNS}, updated_at FROM {{schema}}.memories
+WHERE namespace = %(namespace)s AND message_id = %(message_id)s AND {_LIVE}"""

@@ -1,0 +1,599 @@
+"""A small admin client for vLLM's OpenAI-compatible server, and adapter validation.
+
+:class:`VLLMAdminClient` (sync) and :class:`AsyncVLLMAdminClient` (its async twin) speak the
+few endpoints the serving side needs: ``/health``, ``/v1/models``, runtime
+``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (enabled by
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), and a plain ``/v1/chat/completions`` for canary
+questions. Requests and answers are tiny pydantic wire models; both clients share the pure
+parsing functions, so the twins cannot drift. A connection failure becomes
+:class:`~langchain_ragtune.errors.EndpointUnreachableError` naming the endpoint; a refusal
+from vLLM becomes :class:`AdapterLoadError` with vLLM's own message.
+
+:func:`validate_adapter` checks an adapter folder against vLLM's limits and the served base
+model *before* anything is sent to a server, collecting every problem into one
+:class:`~langchain_ragtune.errors.AdapterValidationError`.
+
+Tests can pass ``transport=httpx.MockTransport(handler)`` to either client.
+
+Example:
+    >>> from langchain_ragtune.serving.client import VLLMAdminClient   # doctest: +SKIP
+    >>> with VLLMAdminClient("http://127.0.0.1:8765") as vllm:         # doctest: +SKIP
+    ...     vllm.load_adapter("user-42-v3-a1b2c3", "/var/lib/ragtune/adapters/user-42/v3")
+    ...     sorted(vllm.adapters())
+    ['user-42-v3-a1b2c3']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from langchain_ragtune.errors import (AdapterError, AdapterValidationError,
+                                      EndpointUnreachableError, ServingError)
+
+__all__ = [
+    "AdapterLoadError",
+    "AsyncVLLMAdminClient",
+    "ChatAnswer",
+    "LoadLoRAAdapterRequest",
+    "ModelCard",
+    "UnloadLoRAAdapterRequest",
+    "VLLMAdminClient",
+    "find_adapter_problems",
+    "validate_adapter",
+]
+
+
+# --- wire models ---------------------------------------------------------------------------
+
+
+class LoadLoRAAdapterRequest(BaseModel):
+    """Body of ``POST /v1/load_lora_adapter``.
+
+    ``load_inplace`` is deliberately absent: reloading a name in place under load returned
+    corrupted answers, so every version is loaded under a new name instead.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+
+
+class UnloadLoRAAdapterRequest(BaseModel):
+    """Body of ``POST /v1/unload_lora_adapter``."""
+
+    model_config = ConfigDict(extra="forbid")
+    lora_name: str = Field(min_length=1)
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``: the base model or a loaded adapter.
+
+    Attributes:
+        id: the name requests use as ``model``.
+        root: the folder it was loaded from.
+        parent: for an adapter, the base model's served name; ``None`` for the base model.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    root: str | None = None
+    parent: str | None = None
+    max_model_len: int | None = None
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.parent is not None
+
+
+class ChatAnswer(BaseModel):
+    """The parts of a chat completion the serving side uses (canaries, the swap bench)."""
+
+    text: str
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class AdapterLoadError(AdapterError):
+    """vLLM refused to load or unload an adapter.
+
+    Attributes:
+        endpoint: the server's URL.
+        status_code: vLLM's HTTP status (400: bad or duplicate adapter, 404: unknown name).
+    """
+
+    def __init__(self, message: str, *, endpoint: str, status_code: int) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status_code = status_code
+
+
+# --- pure request/response handling shared by both clients --------------------------------
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500]
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:500]
+        return str(err)[:500]
+    return str(body)[:500]
+
+
+def _parse_models(response: httpx.Response, endpoint: str) -> list[ModelCard]:
+    _raise_for_status(response, endpoint, "list models")
+    return [ModelCard.model_validate(m) for m in response.json().get("data", [])]
+
+
+def _parse_chat(response: httpx.Response, endpoint: str, model: str) -> ChatAnswer:
+    if response.status_code == 404:
+        raise AdapterLoadError(
+            f"vLLM at {endpoint} does not serve model {model!r} (404: {_error_message(response)}); "
+            "load the adapter first, or use the base model's name.",
+            endpoint=endpoint, status_code=404)
+    _raise_for_status(response, endpoint, f"chat with {model!r}")
+    body = response.json()
+    choice = body["choices"][0]
+    return ChatAnswer(text=choice["message"].get("content") or "",
+                      completion_tokens=(body.get("usage") or {}).get("completion_tokens", 0),
+                      finish_reason=choice.get("finish_reason"))
+
+
+def _raise_for_status(response: httpx.Response, endpoint: str, action: str) -> None:
+    if response.status_code >= 400:
+        raise ServingError(f"vLLM at {endpoint} failed to {action}: HTTP "
+                           f"{response.status_code}: {_error_message(response)}")
+
+
+def _check_adapter_response(response: httpx.Response, endpoint: str, action: str,
+                            name: str) -> None:
+    if response.status_code < 400:
+        return
+    msg = _error_message(response)
+    hint = ""
+    if action == "load" and "already" in msg.lower():
+        hint = (" Every adapter version needs a new name (make_adapter_name); ragtune never "
+                "reloads a name in place.")
+    raise AdapterLoadError(
+        f"vLLM at {endpoint} refused to {action} adapter {name!r} (HTTP "
+        f"{response.status_code}): {msg}.{hint}",
+        endpoint=endpoint, status_code=response.status_code)
+
+
+def _chat_body(model: str, messages: Sequence[Mapping[str, str]], max_tokens: int,
+               temperature: float, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"model": model, "messages": [dict(m) for m in messages], "max_tokens": max_tokens,
+            "temperature": temperature, **dict(extra or {})}
+
+
+def _unreachable(endpoint: str, exc: Exception) -> EndpointUnreachableError:
+    return EndpointUnreachableError(
+        f"vLLM endpoint {endpoint} is unreachable ({type(exc).__name__}: {exc}). Start it with "
+        "`ragtune serve`, or point RAGTUNE_VLLM_URLS at a running server.")
+
+
+class _Base:
+    def __init__(self, url: str, *, timeout: float = 120.0, api_key: str | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ServingError(f"endpoint {url!r} is not an http(s) URL; use e.g. "
+                               "'http://127.0.0.1:8765'.")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+# --- sync ----------------------------------------------------------------------------------
+
+
+class VLLMAdminClient(_Base):
+    """Synchronous admin client for one vLLM endpoint.
+
+    Args:
+        url: the server's base URL (no ``/v1``), e.g. ``http://127.0.0.1:8765``.
+        timeout: seconds per request.
+        api_key: sent as a bearer token when the server was started with ``--api-key``.
+        transport: an httpx transport (tests pass ``httpx.MockTransport``).
+
+    Example:
+        >>> with VLLMAdminClient("http://127.0.0.1:8765") as c:   # doctest: +SKIP
+        ...     c.health()
+        True
+    """
+
+    def __init__(self, url: str, *, timeout: float = 120.0, api_key: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(url, timeout=timeout, api_key=api_key)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers,
+                                  transport=transport)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    def health(self) -> bool:
+        """True when ``/health`` answers 200; False for another status.
+
+        Raises:
+            EndpointUnreachableError: nothing answers at the endpoint.
+        """
+        return self._request("GET", "/health").status_code == 200
+
+    def models(self) -> list[ModelCard]:
+        """Everything the server serves: the base model and loaded adapters."""
+        return _parse_models(self._request("GET", "/v1/models"), self.url)
+
+    def adapters(self) -> dict[str, str]:
+        """Loaded adapters as ``{name: folder}``."""
+        return {m.id: m.root or "" for m in self.models() if m.is_adapter}
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load an adapter under a new ``name`` (never in place).
+
+        Raises:
+            AdapterLoadError: vLLM refused it (duplicate name, bad adapter...).
+        """
+        body = LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)).model_dump()
+        _check_adapter_response(self._request("POST", "/v1/load_lora_adapter", json=body),
+                                self.url, "load", name)
+
+    def unload_adapter(self, name: str, *, missing_ok: bool = True) -> bool:
+        """Unload ``name``; returns False if it was not loaded (and ``missing_ok``)."""
+        body = UnloadLoRAAdapterRequest(lora_name=name).model_dump()
+        response = self._request("POST", "/v1/unload_lora_adapter", json=body)
+        if missing_ok and response.status_code in (400, 404) and name not in self.adapters():
+            return False
+        _check_adapter_response(response, self.url, "unload", name)
+        return True
+
+    def chat(self, model: str, messages: Sequence[Mapping[str, str]], *, max_tokens: int = 32,
+             temperature: float = 0.0, extra: Mapping[str, Any] | None = None) -> ChatAnswer:
+        """One chat completion (greedy by default), e.g. a canary question."""
+        body = _chat_body(model, messages, max_tokens, temperature, extra)
+        return _parse_chat(self._request("POST", "/v1/chat/completions", json=body), self.url,
+                           model)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "VLLMAdminClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- async ---------------------------------------------------------------------------------
+
+
+class AsyncVLLMAdminClient(_Base):
+    """The async twin of :class:`VLLMAdminClient` (same methods, awaitable).
+
+    Example:
+        >>> async with AsyncVLLMAdminClient("http://127.0.0.1:8765") as c:   # doctest: +SKIP
+        ...     await c.models()
+    """
+
+    def __init__(self, url: str, *, timeout: float = 120.0, api_key: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(url, timeout=timeout, api_key=api_key)
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers,
+                                       transport=transport)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    async def health(self) -> bool:
+        return (await self._request("GET", "/health")).status_code == 200
+
+    async def models(self) -> list[ModelCard]:
+        return _parse_models(await self._request("GET", "/v1/models"), self.url)
+
+    async def adapters(self) -> dict[str, str]:
+        return {m.id: m.root or "" for m in await self.models() if m.is_adapter}
+
+    async def load_adapter(self, name: str, path: str | Path) -> None:
+        body = LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)).model_dump()
+        _check_adapter_response(await self._request("POST", "/v1/load_lora_adapter", json=body),
+                                self.url, "load", name)
+
+    async def unload_adapter(self, name: str, *, missing_ok: bool = True) -> bool:
+        body = UnloadLoRAAdapterRequest(lora_name=name).model_dump()
+        response = await self._request("POST", "/v1/unload_lora_adapter", json=body)
+        if (missing_ok and response.status_code in (400, 404)
+                and name not in await self.adapters()):
+            return False
+        _check_adapter_response(response, self.url, "unload", name)
+        return True
+
+    async def chat(self, model: str, messages: Sequence[Mapping[str, str]], *,
+                   max_tokens: int = 32, temperature: float = 0.0,
+                   extra: Mapping[str, Any] | None = None) -> ChatAnswer:
+        body = _chat_body(model, messages, max_tokens, temperature, extra)
+        return _parse_chat(await self._request("POST", "/v1/chat/completions", json=body),
+                           self.url, model)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncVLLMAdminClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# --- adapter validation --------------------------------------------------------------------
+
+# Inits that rewrite the base weights when peft loads the adapter; vLLM cannot serve them.
+_SUPPORTED_STR_INITS = {"gaussian", "eva", "orthogonal", "mica", "lora_ga"}
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL",
+                       "F8_E4M3", "F8_E5M2"}
+_WEIGHTS = "adapter_model.safetensors"
+
+
+def _read_safetensors_header(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse a safetensors header without loading tensors; (header, problem)."""
+    size = path.stat().st_size
+    if size < 8:
+        return None, f"{path.name} is truncated ({size} bytes)"
+    with open(path, "rb") as handle:
+        (n,) = struct.unpack("<Q", handle.read(8))
+        if n <= 0 or 8 + n > size:
+            return None, f"{path.name} has a corrupt header (length {n} for a {size}-byte file)"
+        try:
+            header = json.loads(handle.read(n))
+        except ValueError:
+            return None, f"{path.name} has a corrupt header (not JSON)"
+    if not isinstance(header, dict):
+        return None, f"{path.name} has a corrupt header (not a JSON object)"
+    header.pop("__metadata__", None)
+    end = 0
+    for key, info in header.items():
+        if (not isinstance(info, dict) or info.get("dtype") not in _SAFETENSORS_DTYPES
+                or not isinstance(info.get("shape"), list)
+                or not isinstance(info.get("data_offsets"), list)
+                or len(info["data_offsets"]) != 2):
+            return None, f"{path.name} has a corrupt entry for tensor {key!r}"
+        end = max(end, int(info["data_offsets"][1]))
+    if 8 + n + end != size:
+        return None, (f"{path.name} is truncated or padded: its header describes {8 + n + end} "
+                      f"bytes but the file has {size}")
+    if not header:
+        return None, f"{path.name} holds no tensors"
+    return header, None
+
+
+def _expected_dims(base: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of the usual projection modules of a Llama-like base model."""
+    hidden = base.get("hidden_size")
+    heads = base.get("num_attention_heads")
+    if not hidden or not heads:
+        return {}
+    head_dim = base.get("head_dim") or hidden // heads
+    kv = (base.get("num_key_value_heads") or heads) * head_dim
+    inter = base.get("intermediate_size")
+    dims = {"q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv),
+            "v_proj": (hidden, kv), "o_proj": (heads * head_dim, hidden)}
+    if inter:
+        dims.update({"gate_proj": (hidden, inter), "up_proj": (hidden, inter),
+                     "down_proj": (inter, hidden)})
+    return dims
+
+
+def _shape_problems(header: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
+    """Compare LoRA A/B shapes with the base model's layer sizes."""
+    dims = _expected_dims(base)
+    layers = base.get("num_hidden_layers")
+    problems: list[str] = []
+    for key, info in header.items():
+        parts = key.split(".")
+        if "lora_A" in parts:
+            ab = "lora_A"
+        elif "lora_B" in parts:
+            ab = "lora_B"
+        else:
+            continue
+        i = parts.index(ab)
+        module = parts[i - 1] if i > 0 else ""
+        if layers and "layers" in parts:
+            idx = parts[parts.index("layers") + 1]
+            if idx.isdigit() and int(idx) >= layers:
+                problems.append(f"tensor {key} is for layer {idx}, but the base model has "
+                                f"{layers} layers: it was trained on another base model")
+                break
+        if module not in dims or len(info["shape"]) != 2:
+            continue
+        fan_in, fan_out = dims[module]
+        got = info["shape"][1] if ab == "lora_A" else info["shape"][0]
+        want = fan_in if ab == "lora_A" else fan_out
+        if got != want:
+            problems.append(f"tensor {key} has size {got} where the base model's {module} has "
+                            f"{want}: it was trained on another base model")
+            break  # one shape mismatch says it all
+    return problems
+
+
+def _same_base(declared: str, base_model_path: Path, base_config: Mapping[str, Any]) -> bool:
+    declared_path = Path(declared).expanduser()
+    if declared_path.exists():
+        try:
+            if declared_path.resolve() == base_model_path.resolve():
+                return True
+            other = json.loads((declared_path / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size",
+                "num_attention_heads", "intermediate_size")
+        return all(other.get(k) == base_config.get(k) for k in keys)
+    # A hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct" names the same model as a
+    # local folder called "SmolLM2-135M-Instruct".
+    return declared.rstrip("/").rsplit("/", 1)[-1].lower() == base_model_path.name.lower()
+
+
+def find_adapter_problems(path: str | Path, base_model_path: str | Path | None = None,
+                          max_lora_rank: int = 16, *, check_values: bool = True) -> list[str]:
+    """Every reason the adapter at ``path`` cannot be served; empty when it can.
+
+    Mirrors vLLM's own checks (``vllm/lora/peft_helper.py``: no ``modules_to_save``, no
+    DoRA, no LoRA bias, ``r`` and every ``rank_pattern`` rank <= ``max_lora_rank``,
+    ``bias == "none"``, no init that rewrites base weights) and adds what vLLM finds out
+    only later or never: the weights file is present and intact, holds no NaN/inf, and was
+    trained on the served base model (declared name and tensor shapes).
+
+    Args:
+        path: the adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``).
+        base_model_path: the served base model's folder; ``None`` skips the base checks.
+        max_lora_rank: the server's ``--max-lora-rank``.
+        check_values: also load the tensors to look for NaN/inf (needs torch).
+
+    Example:
+        >>> find_adapter_problems("/nonexistent")
+        ["adapter folder '/nonexistent' does not exist"]
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return [f"adapter folder '{folder}' does not exist"]
+    problems: list[str] = []
+    cfg_path = folder / "adapter_config.json"
+    cfg: dict[str, Any] = {}
+    if not cfg_path.is_file():
+        problems.append("adapter_config.json is missing (save the adapter with peft's "
+                        "save_pretrained)")
+    else:
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            if not isinstance(cfg, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            problems.append(f"adapter_config.json is not valid JSON ({exc})")
+            cfg = {}
+    if cfg:
+        peft_type = str(cfg.get("peft_type", "LORA")).upper()
+        if peft_type != "LORA":
+            problems.append(f"peft_type is {peft_type!r}; vLLM serves only LORA adapters")
+        for key in ("r", "lora_alpha", "target_modules"):
+            if key not in cfg:
+                problems.append(f"adapter_config.json lacks {key!r}")
+        if cfg.get("modules_to_save"):
+            problems.append(f"modules_to_save={cfg['modules_to_save']!r}: vLLM cannot serve "
+                            "fully trained extra modules; train with modules_to_save=None")
+        if cfg.get("use_dora"):
+            problems.append("use_dora=true: vLLM does not support DoRA; train a plain LoRA")
+        if cfg.get("lora_bias"):
+            problems.append("lora_bias=true: vLLM does not support LoRA bias")
+        if cfg.get("bias", "none") != "none":
+            problems.append(f"bias={cfg.get('bias')!r}: vLLM needs bias='none'")
+        init = cfg.get("init_lora_weights", True)
+        if isinstance(init, str) and init.lower() not in _SUPPORTED_STR_INITS:
+            problems.append(f"init_lora_weights={init!r} rewrites the base weights; vLLM "
+                            "cannot serve it")
+        for feature in ("alora_invocation_tokens", "layer_replication", "use_bdlora",
+                        "use_qalora"):
+            if cfg.get(feature):
+                problems.append(f"{feature} is set: vLLM does not support it")
+        ranks = [cfg.get("r")] + list((cfg.get("rank_pattern") or {}).values())
+        ranks = [r for r in ranks if r is not None]
+        if any(isinstance(r, bool) or not isinstance(r, int) or r <= 0 for r in ranks):
+            problems.append(f"LoRA ranks {ranks} must be positive integers")
+        elif ranks and max(ranks) > max_lora_rank:
+            problems.append(f"LoRA rank {max(ranks)} is above the server's max_lora_rank "
+                            f"{max_lora_rank} (retrain with r <= {max_lora_rank}, or raise "
+                            "RAGTUNE_MAX_LORA_RANK and restart vLLM)")
+
+    weights = folder / _WEIGHTS
+    header: dict[str, Any] | None = None
+    if not weights.is_file():
+        extra = " (a .bin file is present: re-save with safe_serialization=True)" if (
+            folder / "adapter_model.bin").is_file() else ""
+        problems.append(f"{_WEIGHTS} is missing{extra}")
+    else:
+        header, problem = _read_safetensors_header(weights)
+        if problem:
+            problems.append(problem)
+        elif check_values:
+            problems.extend(_value_problems(weights))
+
+    if base_model_path is not None:
+        base_path = Path(base_model_path)
+        try:
+            base_config = json.loads((base_path / "config.json").read_text())
+        except (OSError, ValueError):
+            problems.append(f"the base model folder {base_path} has no readable config.json")
+        else:
+            declared = cfg.get("base_model_name_or_path")
+            if declared and not _same_base(str(declared), base_path, base_config):
+                problems.append(f"it was trained on base model {declared!r}, but the server "
+                                f"serves {base_path}")
+            if header:
+                problems.extend(_shape_problems(header, base_config))
+    return problems
+
+
+def _value_problems(weights: Path) -> list[str]:
+    """NaN/inf in the adapter's tensors (a diverged training run); skipped without torch."""
+    try:
+        import torch
+        from safetensors.torch import load_file
+    except ImportError:
+        return []
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - any failure to read means corrupt
+        return [f"{weights.name} cannot be read ({exc})"]
+    bad = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        return [f"{weights.name} holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[0]} "
+                "(training diverged: lower the learning rate and retrain)"]
+    if tensors and all(math.isclose(float(t.abs().sum()), 0.0)
+                       for k, t in tensors.items() if "lora_B" in k):
+        # An untrained LoRA (B initialised to zero) changes nothing: serving it is pointless
+        # and usually means training never ran.
+        return [f"{weights.name} has all-zero lora_B weights: the adapter was never trained"]
+    return []
+
+
+def validate_adapter(path: str | Path, base_model_path: str | Path | None = None,
+                     max_lora_rank: int = 16, *, check_values: bool = True,
+                     raise_on_error: bool = True) -> list[str]:
+    """Check an adapter before it is sent to vLLM; raise with every problem found.
+
+    Args:
+        path: the adapter folder.
+        base_model_path: the served base model's folder (``None`` skips the base checks).
+        max_lora_rank: the server's ``--max-lora-rank``.
+        check_values: also look for NaN/inf and never-trained weights (needs torch).
+        raise_on_error: ``False`` returns the problems instead of raising.
+
+    Returns:
+        The problems (empty when the adapter can be served).
+
+    Raises:
+        AdapterValidationError: any problem, all of them listed (when ``raise_on_error``).
+
+    Example:
+        >>> validate_adapter("/adapters/user-42/v3", "/models/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        []
+    """
+    problems = find_adapter_problems(path, base_model_path, max_lora_rank,
+                                     check_values=check_values)
+    if problems and raise_on_error:
+        raise AdapterValidationError(str(path), problems)
+    return problems

@@ -467,3 +467,8 @@ LIMIT %(limit)s OFFSET %(offset)s"""
 GET_ITEMS_SQL = f"""
 SELECT {_MEMORY_COLUMNS}, updated_at FROM {{schema}}.memories
 WHERE namespace = %(namespace)s AND message_id = %(message_id)s AND {_LIVE}"""
+
+
+# -- eval ------------------------------------------------------------------------------------
+# Benchmarks work in throwaway schemas and drop them afterwards.
+DROP_SCHEMA_SQL = "DROP SCHEMA IF EXISTS {schema} CASCADE"

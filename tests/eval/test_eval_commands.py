@@ -1,0 +1,188 @@
+"""`ragtune eval locomo`, `ragtune eval report` and `ragtune bench` through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langchain_ragtune.cli import main
+from langchain_ragtune.errors import InvalidInputError
+from langchain_ragtune.eval import bench as bench_mod
+from langchain_ragtune.eval.bench import (
+    BenchUnavailable,
+    load_bench,
+    run_all,
+    run_bench,
+    run_ingest_bench,
+    summary_table,
+)
+
+
+@pytest.fixture
+def hash_store_env(monkeypatch, store_config):
+    """Make `MemoryStore.from_env` (what the CLI calls) give a fast store on the test server."""
+    from langchain_ragtune.config import StoreConfig
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.testing import HashEmbeddings
+
+    made = []
+
+    def from_env(*, embeddings=None, **overrides):
+        cfg = StoreConfig(pg_uri=store_config.pg_uri, home=store_config.home,
+                          schema=overrides.get("schema", store_config.schema))
+        s = MemoryStore(cfg, embeddings=HashEmbeddings(), background_embedding=False)
+        made.append(cfg.schema)
+        return s
+
+    monkeypatch.setattr(MemoryStore, "from_env", staticmethod(from_env))
+    return made
+
+
+def test_eval_locomo_cli_on_sample(hash_store_env, store_config, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    schema = store_config.schema + "_cli"
+    argv = ["eval", "locomo", "--sample", "--k", "5", "--window", "1", "--json", str(out),
+            "--report", str(tmp_path / "rep"), "--no-progress", "--schema", schema]
+    try:
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert "recall@5" in printed and "overall(1,2,4)=" in printed
+        result = json.loads(out.read_text())
+        r = result["modes"]["retrieval"]
+        assert set(r["recall_at_k"]) >= {"overall", "all", "1", "2", "3", "4", "5"}
+        assert set(r["latency_ms"]) >= {"p50", "p95"}
+        meta = result["metadata"]
+        assert meta["k"] == 5 and meta["window"] == 1 and meta["data"]["sample"] is True
+        assert meta["n_questions"] == 23 and len(result["questions"]) == 23
+        assert hash_store_env == [schema]  # evaluation data goes to its own schema
+        records = tmp_path / "res.questions.jsonl"
+        assert len(records.read_text().splitlines()) == 1 + 1 + 23  # header, prepare, questions
+        assert (tmp_path / "rep" / "report.md").exists()
+        # Resuming a finished run does no new searches and reports the same numbers.
+        assert main(argv + ["--resume"]) == 0
+        again = json.loads(out.read_text())
+        assert again["modes"]["retrieval"]["recall_at_k"] == r["recall_at_k"]
+    finally:
+        import psycopg
+
+        with psycopg.connect(store_config.pg_uri, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mode", "parametric"], "not available yet"),
+    (["--mode", "telepathy"], "unknown mode"),
+    (["--categories", "1,9"], "numbers 1-5"),
+    (["--categories", "x"], "numbers 1-5"),
+    (["--k", "0"], "--k 0"),
+    (["--conversations", "conv-404"], "unknown conversation"),
+    (["--resume"], "--resume needs a records file"),
+])
+def test_eval_locomo_cli_errors(argv, message, capsys):
+    assert main(["eval", "locomo", "--sample", *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_eval_locomo_missing_data_says_where(tmp_path, capsys):
+    assert main(["eval", "locomo", "--data", str(tmp_path / "none.json")]) == 1
+    err = capsys.readouterr().err
+    assert "none.json" in err and "snap-research/LoCoMo" in err
+
+
+def test_bench_registry_and_unavailable(monkeypatch):
+    with pytest.raises(InvalidInputError, match="unknown benchmark"):
+        load_bench("speed")
+    monkeypatch.setitem(bench_mod.BENCHES, "ghost", ("langchain_ragtune.nope.bench", "run"))
+    with pytest.raises(BenchUnavailable, match="not available yet"):
+        load_bench("ghost")
+    monkeypatch.setitem(bench_mod.BENCHES, "ghost", ("langchain_ragtune.eval.bench", "nope"))
+    with pytest.raises(BenchUnavailable, match="has no nope"):
+        load_bench("ghost")
+
+
+def test_run_bench_passes_only_accepted_options(monkeypatch):
+    seen = {}
+
+    def fake(*, queries=1, quiet=False):
+        seen.update(queries=queries, quiet=quiet)
+        return {"p95_ms": 1.5}
+
+    monkeypatch.setattr(bench_mod, "fake_bench", fake, raising=False)
+    monkeypatch.setitem(bench_mod.BENCHES, "fake", ("langchain_ragtune.eval.bench", "fake_bench"))
+    assert run_bench("fake", {"queries": 7, "memories": 10, "quiet": True}) == {"p95_ms": 1.5}
+    assert seen == {"queries": 7, "quiet": True}
+
+
+def test_run_all_records_skips_and_errors(monkeypatch):
+    def boom(**_):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(bench_mod, "boom", boom, raising=False)
+    monkeypatch.setattr(bench_mod, "BENCHES", {
+        "swap": ("langchain_ragtune.nope", "run"),
+        "router": ("langchain_ragtune.eval.bench", "boom"),
+    })
+    out = run_all()
+    assert "not available yet" in out["benches"]["swap"]["skipped"]
+    assert out["benches"]["router"]["error"] == "RuntimeError: disk on fire"
+    table = summary_table(out)
+    assert "| swap | skipped |" in table and "| router | error | RuntimeError" in table
+
+
+def test_summary_table_targets():
+    table = summary_table({"benches": {
+        "retrieval": {"ours": {"recall_at_10": 0.97, "p95_ms": 12.0},
+                      "raw": {"recall_at_10": 0.96, "p95_ms": 11.0},
+                      "p95_ratio_ours_over_raw": 1.09, "ingest_rows_per_s": 20000.0},
+        "ingest": {"ack_ms": {"p95": 14.2}, "ingest_rows_per_s": 300.0},
+        "router": {"accuracy": 0.9, "latency_ms": {"p95": 2.0}, "note": "x"},
+    }})
+    assert "| retrieval | recall@10 (ours / raw) | 0.97 / 0.96 | >= 0.95 | yes |" in table
+    assert "| ingest | write ack p95 ms (per turn) | 14.2 | <= 10 | **no** |" in table
+    assert "| router | accuracy | 0.9 |" in table and "| router | latency_ms.p95 | 2 |" in table
+
+
+def test_bench_cli_unavailable_and_set_parsing(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench_mod, "BENCHES", {**bench_mod.BENCHES,
+                                               "swap": ("langchain_ragtune.nope", "run")})
+    assert main(["bench", "swap"]) == 1
+    assert "not available yet" in capsys.readouterr().err
+    assert main(["bench", "swap", "--set", "oops"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_bench_all_cli_writes_json_and_markdown(monkeypatch, tmp_path, capsys):
+    def quick(*, turns=5, quiet=False):
+        return {"ack_ms": {"p95": 3.0}, "ingest_rows_per_s": 100.0, "turns": turns}
+
+    monkeypatch.setattr(bench_mod, "quick_ingest", quick, raising=False)
+    monkeypatch.setattr(bench_mod, "BENCHES", {
+        "ingest": ("langchain_ragtune.eval.bench", "quick_ingest"),
+        "swap": ("langchain_ragtune.nope", "run"),
+    })
+    out = tmp_path / "bench.json"
+    assert main(["bench", "all", "--json", str(out), "--turns", "9"]) == 0
+    data = json.loads(out.read_text())
+    assert data["benches"]["ingest"]["turns"] == 9 and "skipped" in data["benches"]["swap"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "| ingest | write ack p95 ms (per turn) | 3 | <= 10 | yes |" in md
+    assert "| ingest |" in capsys.readouterr().out
+
+
+def test_ingest_bench_on_real_store(pg_uri):
+    from langchain_ragtune.testing import HashEmbeddings
+
+    result = run_ingest_bench(turns=60, ack_turns=10, batch=16, pg_uri=pg_uri,
+                              embeddings=HashEmbeddings(), quiet=True)
+    assert result["turns"] == 60
+    assert result["ack_ms"]["n"] == 10 and result["ack_ms_background_embedding"]["n"] == 10
+    assert result["ack_ms"]["p95"] > 0 and result["ingest_rows_per_s"] > 0
+    assert result["config"]["embedding_model"] == "HashEmbeddings"
+    import psycopg
+
+    with psycopg.connect(pg_uri, autocommit=True) as conn:  # the throwaway schema is gone
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            (result["config"]["schema"],)).fetchone() is None
+    with pytest.raises(InvalidInputError, match="ack_turns"):
+        run_ingest_bench(turns=10, ack_turns=10)

@@ -136,6 +136,7 @@ class StoreConfig:
             (exact is faster and complete there); larger ones through the HNSW index.
         ef_search: HNSW candidate list size (pgvector ``hnsw.ef_search``).
         rrf_k: the constant of reciprocal rank fusion (60 in the original paper).
+        keyword_weight: weight of the keyword ranking in fusion (the vector ranking has 1).
         candidates: how many hits each of vector and keyword search contributes to fusion,
             as a multiple of ``k``.
         embed_batch_size: turns embedded per batch by the background embedder.
@@ -150,6 +151,7 @@ class StoreConfig:
     exact_search_below: int = 20_000
     ef_search: int = 100
     rrf_k: int = 60
+    keyword_weight: float = 1.0
     candidates: int = 4
     embed_batch_size: int = 64
     connect_timeout: float = 15.0
@@ -157,7 +159,7 @@ class StoreConfig:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
         validate_identifier(self.schema, "StoreConfig.schema (RAGTUNE_SCHEMA)")
-        _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k",
+        _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k", "keyword_weight",
                         "candidates", "embed_batch_size", "connect_timeout")
         if self.ef_search > 1000:
             raise ConfigError(f"StoreConfig.ef_search={self.ef_search} is above pgvector's "
@@ -266,33 +268,106 @@ class ServeConfig:
 
 @dataclass(kw_only=True)
 class RouterConfig:
-    """Thresholds of the routing decision (see :mod:`langchain_ragtune.router`).
+    """Thresholds and policy of the memory router (see :mod:`langchain_ragtune.router`).
+
+    Every field reads ``RAGTUNE_<FIELD>`` (e.g. ``RAGTUNE_STRONG_VECTOR_SCORE=0.6``).
 
     Attributes:
-        k: memories retrieved for the retrieval and hybrid routes.
-        strong_keyword_score: a top keyword-match score at or above which the query counts
-            as keyword-matchable (retrieval wins).
-        strong_vector_score: a top cosine similarity at or above which retrieval is trusted.
-        weak_vector_score: below this (and with no keyword match) retrieval found nothing
-            relevant.
-        prefer_hybrid: answer with adapter + context when both memories are usable.
+        k: memories retrieved per query (the signals' search and the retrieval context).
+        window: turns of the same session added on each side of every hit in the context.
+        strong_vector_score: a top cosine similarity at or above which retrieval is strong.
+        weak_vector_score: below this (and below ``weak_lexical_score``) retrieval found
+            nothing relevant; a hit at or above it counts as relevant evidence.
+        strong_lexical_score: share of the query's content terms found in one hit at or
+            above which the query is keyword-matchable (retrieval is strong).
+        weak_lexical_score: below this share (and a weak vector) retrieval found nothing.
+        echo_threshold: a hit holding this share of the query's terms, and little else, is
+            the same question asked before (stored by the remember node): not evidence.
+        holistic_threshold: scope score (holistic - specific cues) at or above which a query
+            is holistic: the tuned adapter answers (``parametric``).
+        specific_threshold: scope score at or below minus this is a specific query.
+        general_threshold: general-knowledge cue strength at or above which a query with
+            weak retrieval and no personal reference needs no memory (``none``).
+        fresh_route: the route when the best evidence is newer than the adapter's watermark
+            (``retrieval`` or ``hybrid``): the adapter cannot know it.
+        prefer_hybrid: answer with adapter + context (``hybrid``) when retrieval is strong
+            but the query is not clearly specific; ``False`` picks ``retrieval`` instead.
+        allow_none: let small talk and general knowledge skip memory.
+        router_policy: ``rules`` (the thresholds above) or ``learned`` (a policy fitted by
+            ``ragtune router fit``, read from ``router_policy_path``).
+        router_policy_path: the learned policy file.
+        local_fallback: when vLLM is unreachable, answer from retrieval with the in-process
+            transformers backend instead of failing.
+        serving_retry_s: after vLLM failed, seconds before the router tries it again.
+        store_retry_s: after PostgreSQL failed, seconds before the router tries it again.
+        state_ttl_s: seconds a namespace's adapter state is cached between queries.
+        max_context_chars: most characters of retrieved memories put into the prompt.
+        answer_max_tokens: most tokens an answer of the ready graph may have.
     """
 
-    k: int = 8
-    strong_keyword_score: float = 0.1
+    k: int = 6
+    window: int = 0
     strong_vector_score: float = 0.55
-    weak_vector_score: float = 0.25
+    weak_vector_score: float = 0.3
+    strong_lexical_score: float = 0.6
+    weak_lexical_score: float = 0.34
+    echo_threshold: float = 0.8
+    holistic_threshold: float = 0.5
+    specific_threshold: float = 0.5
+    general_threshold: float = 0.8
+    fresh_route: str = "retrieval"
     prefer_hybrid: bool = True
+    allow_none: bool = True
+    router_policy: str = "rules"
+    router_policy_path: Path | None = None
+    local_fallback: bool = False
+    serving_retry_s: float = 30.0
+    store_retry_s: float = 10.0
+    state_ttl_s: float = 2.0
+    max_context_chars: int = 3000
+    answer_max_tokens: int = 128
 
     def __post_init__(self) -> None:
-        _check_positive(self, "k")
+        _check_positive(self, "k", "max_context_chars", "answer_max_tokens")
         if self.k > 100:
             raise ConfigError(f"RouterConfig.k={self.k} is too large; use at most 100 (RAGTUNE_K).")
-        if not 0 <= self.weak_vector_score <= self.strong_vector_score <= 1:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) \
+                or not 0 <= self.window <= 20:
+            raise ConfigError(f"RouterConfig.window={self.window!r} must be an int in 0..20 "
+                              "(RAGTUNE_WINDOW).")
+        for name in ("strong_vector_score", "weak_vector_score", "strong_lexical_score",
+                     "weak_lexical_score", "echo_threshold", "holistic_threshold",
+                     "specific_threshold", "general_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"RouterConfig.{name}={value!r} must be a number between 0 "
+                                  f"and 1 (RAGTUNE_{name.upper()}).")
+        if self.weak_vector_score > self.strong_vector_score:
             raise ConfigError(
-                "RouterConfig needs 0 <= weak_vector_score <= strong_vector_score <= 1, got "
-                f"weak={self.weak_vector_score}, strong={self.strong_vector_score}."
-            )
+                "RouterConfig needs weak_vector_score <= strong_vector_score, got "
+                f"weak={self.weak_vector_score}, strong={self.strong_vector_score}.")
+        if self.weak_lexical_score > self.strong_lexical_score:
+            raise ConfigError(
+                "RouterConfig needs weak_lexical_score <= strong_lexical_score, got "
+                f"weak={self.weak_lexical_score}, strong={self.strong_lexical_score}.")
+        if self.fresh_route not in ("retrieval", "hybrid"):
+            raise ConfigError(f"RouterConfig.fresh_route={self.fresh_route!r} must be 'retrieval' "
+                              "or 'hybrid' (RAGTUNE_FRESH_ROUTE): only those routes see memories "
+                              "newer than the adapter.")
+        if self.router_policy not in ("rules", "learned"):
+            raise ConfigError(f"RouterConfig.router_policy={self.router_policy!r} must be 'rules' "
+                              "or 'learned' (RAGTUNE_ROUTER_POLICY).")
+        if self.router_policy_path is not None:
+            self.router_policy_path = Path(self.router_policy_path).expanduser()
+        if self.router_policy == "learned" and self.router_policy_path is None:
+            raise ConfigError("RouterConfig.router_policy='learned' needs router_policy_path "
+                              "(RAGTUNE_ROUTER_POLICY_PATH): fit one with `ragtune router fit "
+                              "--labels FILE.jsonl --out PATH`.")
+        for name in ("serving_retry_s", "store_retry_s", "state_ttl_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"RouterConfig.{name}={value!r} must be a number >= 0 "
+                                  f"(RAGTUNE_{name.upper()}).")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "RouterConfig":

@@ -33,6 +33,7 @@ from langchain_ragtune.store.base import (
     check_ids,
     check_time,
     embedding_text,
+    embedding_texts,
     row_to_memory,
     vector_literal,
 )
@@ -179,7 +180,7 @@ class AsyncMemoryStore(BaseMemoryStore):
         vectors: list[Any] = [None] * len(turns)
         if embed:
             vectors = await self.embeddings.aembed_documents(
-                [embedding_text(t.speaker, t.text) for t in turns])
+                embedding_texts(turns))
         params = [self._insert_params(namespace, t, v) for t, v in zip(turns, vectors)]
         ids: list[str] = []
         async with self._conn() as conn, conn.transaction():
@@ -256,7 +257,8 @@ class AsyncMemoryStore(BaseMemoryStore):
             if not rows:
                 return 0
             vecs = await self.embeddings.aembed_documents(
-                [embedding_text(r["speaker"], r["content"]) for r in rows])
+                [embedding_text(r["speaker"], r["content"], r["prev_speaker"], r["prev_content"])
+                 for r in rows])
             async with conn.cursor() as c:
                 await c.executemany(self.render(sql.SET_EMBEDDING_SQL),
                                     [{"id": r["id"], "embedding": vector_literal(v)}
@@ -292,11 +294,12 @@ class AsyncMemoryStore(BaseMemoryStore):
                 vector_rows = await (await conn.execute(self._vector_sql(namespace, size), params)).fetchall()
             if mode in ("hybrid", "keyword"):
                 keyword_rows = await (await conn.execute(self.render(sql.KEYWORD_SQL), params)).fetchall()
-            results = self._fuse(mode, k, vector_rows, keyword_rows)
+            results = self._fuse(mode, params["limit"] if window else k, vector_rows,
+                                 keyword_rows)
             if window and results:
                 cur = await conn.execute(self.render(sql.CONTEXT_SQL),
                                          {"ids": [r.id for r in results], "window": window})
-                results = self._attach_context(results, await cur.fetchall())
+                results = self._attach_context(results, await cur.fetchall(), k)
         return results
 
     async def get(self, namespace: Any, memory_id: str) -> Memory | None:

@@ -32,7 +32,7 @@ from langchain_ragtune.store.types import (
     validate_namespace,
 )
 
-__all__ = ["BaseMemoryStore", "embedding_text", "rrf_fuse", "vector_literal"]
+__all__ = ["BaseMemoryStore", "embedding_text", "embedding_texts", "rrf_fuse", "vector_literal"]
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 _MODES = ("hybrid", "vector", "keyword")
@@ -44,21 +44,45 @@ def vector_literal(vec: Sequence[float]) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vec) + "]"
 
 
-def embedding_text(speaker: str | None, content: str) -> str:
-    """What gets embedded for a memory: the speaker's name matters to questions about people."""
-    return f"{speaker}: {content}" if speaker else content
+def embedding_text(speaker: str | None, content: str, prev_speaker: str | None = None,
+                   prev_content: str | None = None) -> str:
+    """What gets embedded for a memory.
+
+    The speaker's name matters to questions about people, and the previous turn of the
+    thread gives a reply its question. The turn itself comes first so that a long previous
+    turn is what the embedding model truncates.
+    """
+    text = f"{speaker}: {content}" if speaker else content
+    if prev_content:
+        prev = f"{prev_speaker}: {prev_content}" if prev_speaker else prev_content
+        text = f"{text}\n(in reply to {prev[:500]})"
+    return text
 
 
-def rrf_fuse(rankings: Sequence[Sequence[Hashable]], *, rrf_k: int = 60) -> list[tuple[Hashable, float]]:
+def embedding_texts(turns: Sequence[Any]) -> list[str]:
+    """Embedding texts for a batch of new turns, each with its predecessor in the batch."""
+    out = []
+    prev_by_thread: dict[Any, Any] = {}
+    for t in turns:
+        prev = prev_by_thread.get(t.thread_id) if t.thread_id is not None else None
+        out.append(embedding_text(t.speaker, t.text, prev.speaker if prev else None,
+                                  prev.text if prev else None))
+        prev_by_thread[t.thread_id] = t
+    return out
+
+
+def rrf_fuse(rankings: Sequence[Sequence[Hashable]], *, rrf_k: int = 60,
+             weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
     """Reciprocal rank fusion of several ranked lists of keys, best first.
 
-    Each list contributes ``1 / (rrf_k + rank)`` (rank from 1) to every key in it. Ties keep
-    the order in which keys were first seen, so the result is deterministic.
+    Each list contributes ``weight / (rrf_k + rank)`` (rank from 1) to every key in it. Ties
+    keep the order in which keys were first seen, so the result is deterministic.
     """
     scores: dict[Hashable, float] = {}
-    for ranking in rankings:
+    weights = weights or [1.0] * len(rankings)
+    for ranking, weight in zip(rankings, weights):
         for rank, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
+            scores[key] = scores.get(key, 0.0) + weight / (rrf_k + rank)
     order = {key: i for i, key in enumerate(scores)}
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
@@ -172,7 +196,8 @@ class BaseMemoryStore:
             "metadata": Jsonb(validate_metadata(metadata)) if metadata else None,
             "after_seq": after_seq,
             # Fusion needs deeper candidate lists than the k it returns; one-sided modes don't.
-            "limit": k * self.config.candidates if mode == "hybrid" else k,
+            # With a window, extra candidates replace hits that fall inside an earlier window.
+            "limit": k * self.config.candidates if mode == "hybrid" or window else k,
         }
         return namespace, query, k, mode, window, params
 
@@ -191,7 +216,7 @@ class BaseMemoryStore:
 
     def _fuse(self, mode: str, k: int, vector_rows: list[dict], keyword_rows: list[dict]
               ) -> list[SearchResult]:
-        """Combine candidate rows into the final top-k results (pure)."""
+        """Combine candidate rows into the best ``k`` results, best first (pure)."""
         by_id: dict[str, dict] = {}
         vscore: dict[str, float] = {}
         kscore: dict[str, float] = {}
@@ -207,7 +232,7 @@ class BaseMemoryStore:
             ranked = [(r["id"], float(r["kscore"])) for r in keyword_rows]
         else:
             ranked = rrf_fuse([[r["id"] for r in vector_rows], [r["id"] for r in keyword_rows]],
-                              rrf_k=self.config.rrf_k)
+                              rrf_k=self.config.rrf_k, weights=(1.0, self.config.keyword_weight))
         return [
             SearchResult(memory=row_to_memory(by_id[i]), score=s, vector_score=vscore.get(i),
                          keyword_score=kscore.get(i))
@@ -215,16 +240,27 @@ class BaseMemoryStore:
         ]
 
     @staticmethod
-    def _attach_context(results: list[SearchResult], rows: Iterable[Mapping[str, Any]]
-                        ) -> list[SearchResult]:
+    def _attach_context(results: list[SearchResult], rows: Iterable[Mapping[str, Any]],
+                        k: int) -> list[SearchResult]:
+        """Give each hit its window of turns and keep the best ``k`` non-overlapping ones.
+
+        A hit that lies inside the window of a better hit adds nothing the reader has not
+        seen, so it is skipped and the next candidate takes its place.
+        """
         groups: dict[str, list[Memory]] = {}
         for row in rows:
             groups.setdefault(row["hit_id"], []).append(row_to_memory(row))
-        out = []
+        out: list[SearchResult] = []
+        covered: set[str] = set()
         for r in results:
+            if r.id in covered:
+                continue
             ctx = sorted(groups.get(r.id, [r.memory]), key=lambda m: (m.occurred_at, m.seq))
+            covered.update(m.id for m in ctx)
             out.append(SearchResult(memory=r.memory, score=r.score, vector_score=r.vector_score,
                                     keyword_score=r.keyword_score, context=tuple(ctx)))
+            if len(out) == k:
+                break
         return out
 
 

@@ -181,12 +181,20 @@ WHERE namespace = %(namespace)s AND id = %(id)s::uuid
 RETURNING id::text AS id"""
 
 # The background embedder claims a batch with SKIP LOCKED, so several replicas share the work.
+# Each claimed turn comes with the turn before it in its thread: a reply ("adoption agencies")
+# is embedded with the question it answers, which is what a later search will ask.
 CLAIM_UNEMBEDDED_SQL = """
-SELECT id::text AS id, speaker, content FROM {schema}.memories
-WHERE embedding IS NULL
-ORDER BY seq
+SELECT m.id::text AS id, m.speaker, m.content, p.speaker AS prev_speaker, p.content AS prev_content
+FROM {schema}.memories m
+LEFT JOIN LATERAL (
+    SELECT x.speaker, x.content FROM {schema}.memories x
+    WHERE x.namespace = m.namespace AND x.thread_id = m.thread_id
+      AND (x.occurred_at, x.seq) < (m.occurred_at, m.seq)
+    ORDER BY x.occurred_at DESC, x.seq DESC LIMIT 1) p ON true
+WHERE m.embedding IS NULL
+ORDER BY m.seq
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED"""
+FOR UPDATE OF m SKIP LOCKED"""
 
 SET_EMBEDDING_SQL = "UPDATE {schema}.memories SET embedding = %(embedding)s::vector WHERE id = %(id)s::uuid"
 

@@ -33,6 +33,7 @@ from langchain_ragtune.store.base import (
     check_ids,
     check_time,
     embedding_text,
+    embedding_texts,
     row_to_memory,
     vector_literal,
 )
@@ -230,7 +231,7 @@ class MemoryStore(BaseMemoryStore):
         vectors: list[Any] = [None] * len(turns)
         if embed:
             vectors = self.embeddings.embed_documents(
-                [embedding_text(t.speaker, t.text) for t in turns])
+                embedding_texts(turns))
         params = [self._insert_params(namespace, t, v) for t, v in zip(turns, vectors)]
         ids: list[str] = []
         with self._conn() as conn, conn.transaction():
@@ -324,7 +325,8 @@ class MemoryStore(BaseMemoryStore):
             if not rows:
                 return 0
             vecs = self.embeddings.embed_documents(
-                [embedding_text(r["speaker"], r["content"]) for r in rows])
+                [embedding_text(r["speaker"], r["content"], r["prev_speaker"], r["prev_content"])
+                 for r in rows])
             with conn.cursor() as cur:
                 cur.executemany(self.render(sql.SET_EMBEDDING_SQL),
                                 [{"id": r["id"], "embedding": vector_literal(v)}
@@ -384,11 +386,12 @@ class MemoryStore(BaseMemoryStore):
                 vector_rows = conn.execute(self._vector_sql(namespace, size), params).fetchall()
             if mode in ("hybrid", "keyword"):
                 keyword_rows = conn.execute(self.render(sql.KEYWORD_SQL), params).fetchall()
-            results = self._fuse(mode, k, vector_rows, keyword_rows)
+            results = self._fuse(mode, params["limit"] if window else k, vector_rows,
+                                 keyword_rows)
             if window and results:
                 rows = conn.execute(self.render(sql.CONTEXT_SQL),
                                     {"ids": [r.id for r in results], "window": window}).fetchall()
-                results = self._attach_context(results, rows)
+                results = self._attach_context(results, rows, k)
         return results
 
     def get(self, namespace: Any, memory_id: str) -> Memory | None:

@@ -52,7 +52,11 @@ def test_modes_find_the_right_turn(store, mode):
     _conv(ns, store)
     store.flush()
     hits = store.search(ns, "Porto marathon training", k=2, mode=mode)
-    assert hits and hits[0].memory.message_id == "s1-3"
+    # Vectors embed each turn with the turn it replies to, so the reply to the marathon turn
+    # may rank next to it; the turn itself must be in the top two, and first for keywords.
+    assert "s1-3" in [h.memory.message_id for h in hits]
+    if mode == "keyword":
+        assert hits[0].memory.message_id == "s1-3"
 
 
 def test_small_namespace_still_gets_k_results(store):

@@ -50,6 +50,7 @@ __all__ = [
     "RecordsFile",
     "estimate_tokens",
     "git_commit",
+    "git_dirty",
     "machine_info",
     "now_iso",
     "run_modes",
@@ -466,6 +467,18 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+def git_dirty(path: str | os.PathLike[str] | None = None) -> bool | None:
+    """Whether the package's source differs from its commit (results then are not exactly
+    reproducible from the commit alone); ``None`` outside a git checkout."""
+    pkg = Path(path) if path else Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                              str(pkg)], cwd=pkg, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
 def now_iso() -> str:

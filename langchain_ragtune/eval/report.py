@@ -122,7 +122,8 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
     data = meta.get("data") or {}
     lines = ["# LoCoMo evaluation report", ""]
     lines += [
-        f"- date: {meta.get('date', '?')}; commit: `{meta.get('commit') or '?'}`",
+        f"- date: {meta.get('date', '?')}; commit: `{meta.get('commit') or '?'}`"
+        + (" with uncommitted changes in the package" if meta.get("commit_dirty") else ""),
         f"- machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
         f"{machine.get('memory_gib', '?')} GiB, {machine.get('platform', '?')}",
         f"- data: `{data.get('path', '?')}` (sha256 `{str(data.get('sha256', '?'))[:16]}…`), "

@@ -263,3 +263,18 @@ def test_real_minilm_embeddings_end_to_end(store_config, minilm):
         s.close()
         with psycopg.connect(cfg.pg_uri, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {cfg.schema} CASCADE")
+
+
+def test_server_without_pgvector_says_how_to_fix(store_config, monkeypatch):
+    from langchain_ragtune.errors import PgvectorMissingError
+    from langchain_ragtune.store import sql
+
+    # Stand in for a server without the extension: ask for one no server has.
+    monkeypatch.setattr(sql, "CHECK_PGVECTOR_SQL",
+                        "SELECT 1 FROM pg_available_extensions WHERE name = 'no_such_extension'")
+    s = MemoryStore(store_config, embeddings=HashEmbeddings(), background_embedding=False)
+    try:
+        with pytest.raises(PgvectorMissingError, match="pgvector.*RAGTUNE_PG_URI"):
+            s.setup()
+    finally:
+        s.close()

@@ -480,3 +480,18 @@ WHERE namespace = %(namespace)s AND message_id = %(message_id)s AND {_LIVE}"""
 # -- eval ------------------------------------------------------------------------------------
 # Benchmarks work in throwaway schemas and drop them afterwards.
 DROP_SCHEMA_SQL = "DROP SCHEMA IF EXISTS {schema} CASCADE"
+
+
+# -- router ----------------------------------------------------------------------------------
+# One round trip per query: the namespace's current adapter, and how many memories at or
+# below its watermark were deleted after its dataset was distilled (the adapter may still
+# hold them, so the router must not let it answer until a refresh replaces it).
+ROUTER_STATE_SQL = f"""
+SELECT {_ADAPTER_COLUMNS}, c.switched_at,
+       (SELECT count(*) FROM {{schema}}.deletions x
+        WHERE x.namespace = c.namespace AND x.seq <= a.watermark_seq
+          AND x.deleted_at >= coalesce(d.created_at, a.created_at)) AS forgotten
+FROM {{schema}}.current_adapter c
+JOIN {{schema}}.adapters a ON a.id = c.adapter_id
+LEFT JOIN {{schema}}.datasets d ON d.id = a.dataset_id
+WHERE c.namespace = %(namespace)s"""

@@ -58,8 +58,10 @@ def register(subparsers: Any) -> None:
     loc.add_argument("--resume", action="store_true",
                      help="continue a stopped run from its --records file")
     loc.add_argument("--report", metavar="DIR", help="write a Markdown report and PNG plots")
-    loc.add_argument("--fresh", action="store_true",
-                     help="re-ingest conversations even where their namespace is complete")
+    loc.add_argument("--reuse-ingest", action="store_true",
+                     help="skip ingesting conversations whose namespace already holds all their "
+                          "turns (fast sweeps over --k/--window; stale if the store's "
+                          "embedding changed since)")
     loc.add_argument("--schema", default="ragtune_eval",
                      help="PostgreSQL schema for evaluation data, kept apart from real "
                           "memories (default ragtune_eval)")
@@ -176,7 +178,7 @@ def _eval_locomo(args: argparse.Namespace) -> int:
         store.setup()
         result = run_retrieval_eval(
             store, conversations, k=args.k, window=args.window, search_mode=args.search_mode,
-            categories=categories, namespace_prefix=(args.namespace_prefix,), fresh=args.fresh,
+            categories=categories, namespace_prefix=(args.namespace_prefix,), reuse=args.reuse_ingest,
             records_path=records, resume=args.resume, progress=not args.no_progress,
             max_questions=args.max_questions,
             data={"path": str(path), "sha256": file_sha256(path),

@@ -119,8 +119,10 @@ class RetrievalMode:
         window: turns of context on each side of every hit (``search(window=...)``).
         search_mode: ``"hybrid"``, ``"vector"`` or ``"keyword"``.
         namespace_prefix: the namespace of a conversation is ``prefix + (sample_id,)``.
-        fresh: always re-ingest; otherwise a namespace already holding exactly the
-            conversation's turns is reused (writes are idempotent on message id anyway).
+        reuse: skip ingestion where the namespace already holds exactly the
+            conversation's turns (fast sweeps over search settings). Off by default: a
+            namespace ingested by an older version of the store may carry stale embeddings,
+            so by default each conversation is forgotten and ingested again.
         progress: progress bars on ingestion.
         name: the mode's key in the results.
 
@@ -131,7 +133,7 @@ class RetrievalMode:
     """
 
     def __init__(self, store: Any, *, k: int = 10, window: int = 0, search_mode: str = "hybrid",
-                 namespace_prefix: Sequence[str] = DEFAULT_NAMESPACE_PREFIX, fresh: bool = False,
+                 namespace_prefix: Sequence[str] = DEFAULT_NAMESPACE_PREFIX, reuse: bool = False,
                  progress: bool = True, name: str = "retrieval") -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise InvalidInputError(f"k={k!r} must be a positive integer (results per search).")
@@ -142,7 +144,7 @@ class RetrievalMode:
         self.window = window
         self.search_mode = search_mode
         self.namespace_prefix = tuple(namespace_prefix)
-        self.fresh = fresh
+        self.reuse = reuse
         self.progress = progress
         self.name = name
 
@@ -159,7 +161,7 @@ class RetrievalMode:
         """Ingest the conversation (turns written, then embedded); returns timing stats."""
         ns = self.namespace(conversation)
         turns = to_turns(conversation)
-        if not self.fresh and self.store.count(ns) == len(turns):
+        if self.reuse and self.store.count(ns) == len(turns):
             self.store.flush()  # a run that died mid-embedding left vectors to compute
             return {"turns": len(turns), "ingested": 0, "reused": True}
         self.store.forget(ns)
@@ -209,7 +211,7 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
                        k: int = 10, window: int = 0, search_mode: str = "hybrid",
                        categories: Iterable[int] | None = None,
                        namespace_prefix: Sequence[str] = DEFAULT_NAMESPACE_PREFIX,
-                       fresh: bool = False, records_path: str | os.PathLike[str] | None = None,
+                       reuse: bool = False, records_path: str | os.PathLike[str] | None = None,
                        resume: bool = False, progress: bool = True,
                        max_questions: int | None = None,
                        data: dict[str, Any] | None = None,
@@ -221,7 +223,7 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
         conversations: LoCoMo conversations (see :func:`~.locomo.load_locomo`).
         k, window, search_mode: search settings.
         categories: only these question categories (all by default).
-        namespace_prefix, fresh: see :class:`RetrievalMode`.
+        namespace_prefix, reuse: see :class:`RetrievalMode`.
         records_path: JSON-lines file of per-question records (resumable with ``resume``).
         progress: progress bars.
         max_questions: only the first N questions of each conversation.
@@ -233,7 +235,7 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
         "latency_ms": {"p50", "p95", ...}, ...}}, "metadata": {...}, "questions": [...]}``
     """
     mode = RetrievalMode(store, k=k, window=window, search_mode=search_mode,
-                         namespace_prefix=namespace_prefix, fresh=fresh, progress=progress)
+                         namespace_prefix=namespace_prefix, reuse=reuse, progress=progress)
     cats = sorted({int(c) for c in categories}) if categories is not None else None
     settings = {"modes": {mode.name: mode.describe()},
                 "conversations": [c.sample_id for c in conversations],

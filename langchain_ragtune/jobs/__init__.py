@@ -1,1 +1,29 @@
-"""jobs."""
+"""Background work of parametric memory: the refresh pipeline and its scheduler.
+
+* :func:`refresh` (:mod:`~langchain_ragtune.jobs.refresh`): distill -> train -> validate ->
+  publish -> hand over -> record, for one namespace, idempotent and lock-protected.
+* :class:`RefreshScheduler` (:mod:`~langchain_ragtune.jobs.scheduler`): APScheduler around it.
+
+Importing this package loads no model and no scheduler.
+
+Example:
+    >>> from langchain_ragtune.jobs import refresh          # doctest: +SKIP
+    >>> refresh(("user-42",)).status                        # doctest: +SKIP
+    'published'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_ragtune.jobs.refresh import RefreshResult, refresh
+
+__all__ = ["RefreshResult", "RefreshScheduler", "refresh"]
+
+
+def __getattr__(name: str) -> Any:  # the scheduler imports APScheduler/SQLAlchemy on use
+    if name == "RefreshScheduler":
+        from langchain_ragtune.jobs.scheduler import RefreshScheduler
+
+        return RefreshScheduler
+    raise AttributeError(f"module 'langchain_ragtune.jobs' has no attribute {name!r}")

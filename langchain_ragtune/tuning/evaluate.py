@@ -1,0 +1,219 @@
+"""Closed-book evaluation of adapters and the publish gate.
+
+Closed-book means no retrieved context: the question goes to the model under the memory
+system prompt, and the answer counts as correct when it holds at least half of the expected
+content words that the question does not already give away
+(:func:`~langchain_ragtune.distill.pipeline.is_correct`). The held-out set asks about trained
+facts in words the adapter never saw; canaries are trained questions with known answers.
+
+:func:`gate` is the pure decision: a new version may be published only if neither score
+falls below the previous version's by more than the tolerance.
+
+Example:
+    >>> gate({"closed_book": 0.40, "canary": 1.0}, {"closed_book": 0.55, "canary": 1.0},
+    ...      tolerance=0.05)
+    (True, [])
+    >>> gate({"closed_book": 0.60}, {"closed_book": 0.40}, tolerance=0.05)[0]
+    False
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from langchain_ragtune.distill.dataset import MEMORY_SYSTEM_PROMPT
+from langchain_ragtune.errors import DependencyMissingError
+
+__all__ = ["AdapterEvaluator", "accuracy", "canary_span", "check_canary", "gate"]
+
+log = logging.getLogger(__name__)
+
+
+def accuracy(answers: Sequence[str], qa: Sequence[tuple[str, str]], *, threshold: float = 0.5
+             ) -> float | None:
+    """Share of answers that hold the expected facts (None for an empty set)."""
+    from langchain_ragtune.distill.pipeline import is_correct
+
+    if not qa:
+        return None
+    hits = sum(is_correct(a, q, e, threshold=threshold) for a, (q, e) in zip(answers, qa))
+    return round(hits / len(qa), 4)
+
+
+def check_canary(answer: str, canary: Mapping[str, str], *, threshold: float = 0.5) -> bool:
+    """Whether ``answer`` passes a canary ``{"question", "expected"}`` (what serving checks).
+
+    Example:
+        >>> check_canary('On 9 June, Ann said: "We adopted Toby."',
+        ...              {"question": "What did Ann say about Toby?", "expected": "We adopted Toby."})
+        True
+    """
+    from langchain_ragtune.distill.pipeline import is_correct
+
+    return is_correct(answer, canary["question"], canary["expected"], threshold=threshold)
+
+
+def canary_span(answer: str, reference: str, *, min_content_words: int = 1) -> str | None:
+    """The longest run of the answer's words that the reference also contains, or None.
+
+    The serving side checks a canary by containment (the expected text must appear in the
+    served answer), so a published canary's ``expected`` is a verbatim span of the answer
+    the adapter gave in-process, one that is also in the source turn: what the adapter must
+    say again once vLLM serves it.
+
+    Example:
+        >>> canary_span('On 9 June, Ann said: "We adopted Toby, a beagle."',
+        ...             "We adopted Toby, a beagle, last spring.")
+        'We adopted Toby, a beagle'
+    """
+    from langchain_ragtune.distill.text import content_words
+
+    def norm(s: str) -> str:
+        return " ".join(s.casefold().split())
+
+    ref = norm(reference)
+    toks = answer.split()
+    best = ""
+    for i in range(len(toks)):
+        for j in range(len(toks), i, -1):
+            if j - i <= len(best.split()):
+                break
+            cand = " ".join(toks[i:j])
+            core = cand.strip("\"'“”()[].,!?;:")
+            if core and norm(core) in ref and len(content_words(core)) >= min_content_words:
+                best = cand if norm(cand) in ref else core
+                break
+    return best.strip("\"'“”()[] ") or None
+
+
+def gate(before: Mapping[str, float | None], after: Mapping[str, float | None], *,
+         tolerance: float = 0.05) -> tuple[bool, list[str]]:
+    """Whether a new version may replace the previous one, and why not.
+
+    Every score present in both (``closed_book``, ``canary``) must satisfy
+    ``after >= before - tolerance``. Scores that are None (no questions) are skipped.
+    """
+    reasons = []
+    for key in sorted(set(before) & set(after)):
+        b, a = before[key], after[key]
+        if a is None or b is None:
+            continue
+        if a < b - tolerance:
+            reasons.append(f"{key} accuracy fell from {b:.3f} to {a:.3f} (tolerance {tolerance})")
+    return not reasons, reasons
+
+
+@dataclass
+class AdapterEvaluator:
+    """Answers questions closed-book with the base model and any adapters, in one process.
+
+    The base model loads once; adapters are attached with peft under their own names and
+    switched with ``set_adapter``; the base model answers with adapters disabled. Greedy,
+    batched (left padding), bounded answer length.
+
+    Args:
+        base_model: the base model folder.
+        system_prompt: the memory system prompt the adapters were trained under.
+        max_new_tokens: the longest answer.
+        batch_size: questions per generate call.
+        torch_threads: threads torch uses.
+
+    Example:
+        >>> ev = AdapterEvaluator("/models/smol")                          # doctest: +SKIP
+        >>> ev.answer(["Where does Ann live?"], adapter="/adapters/u/v1")   # doctest: +SKIP
+        ['Ann lives in Lisbon.']
+    """
+
+    base_model: str | Path
+    system_prompt: str = MEMORY_SYSTEM_PROMPT
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    torch_threads: int = 2
+
+    def __post_init__(self) -> None:
+        self._tok: Any = None
+        self._model: Any = None
+        self._names: dict[str, str] = {}
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise DependencyMissingError(exc.name or "transformers", "train",
+                                         "Closed-book evaluation") from None
+        torch.set_num_threads(self.torch_threads)
+        self._tok = AutoTokenizer.from_pretrained(str(self.base_model), padding_side="left")
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        self._model = AutoModelForCausalLM.from_pretrained(str(self.base_model), dtype=dtype)
+        if torch.cuda.is_available():
+            self._model.to("cuda")
+        self._model.eval()
+
+    def _use(self, adapter: str | Path | None) -> Any:
+        """The model to generate with: the base (adapters disabled) or ``adapter`` active."""
+        import contextlib
+
+        from peft import PeftModel
+
+        if adapter is None:
+            if isinstance(self._model, PeftModel):
+                return self._model.disable_adapter()
+            return contextlib.nullcontext()
+        key = str(Path(adapter).resolve())
+        if key not in self._names:
+            name = f"a{len(self._names)}"
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(key, adapter_name=name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, key, adapter_name=name)
+            self._model.eval()
+            self._names[key] = name
+        self._model.set_adapter(self._names[key])
+        return contextlib.nullcontext()
+
+    def answer(self, questions: Sequence[str], *, adapter: str | Path | None = None,
+               progress: bool = False) -> list[str]:
+        """Closed-book answers to ``questions`` with ``adapter`` (None = the base model)."""
+        import torch
+
+        self._load()
+        out: list[str] = []
+        ctx = self._use(adapter)
+        batches = range(0, len(questions), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+        with ctx:
+            for i in batches:
+                chunk = questions[i:i + self.batch_size]
+                prompts = [self._tok.apply_chat_template(
+                    [{"role": "system", "content": self.system_prompt},
+                     {"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+                    for q in chunk]
+                enc = self._tok(prompts, return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(self._model.device)
+                with torch.no_grad():
+                    gen = self._model.generate(**enc, max_new_tokens=self.max_new_tokens,
+                                               do_sample=False, repetition_penalty=1.1,
+                                               pad_token_id=self._tok.pad_token_id)
+                width = enc["input_ids"].shape[1]
+                out.extend(self._tok.decode(g[width:], skip_special_tokens=True).strip()
+                           for g in gen)
+        return out
+
+    def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
+              progress: bool = False) -> tuple[float | None, list[str]]:
+        """Closed-book accuracy on (question, expected) pairs, and the answers."""
+        if not qa:
+            return None, []
+        answers = self.answer([q for q, _ in qa], adapter=adapter, progress=progress)
+        return accuracy(answers, qa), answers

@@ -1,0 +1,322 @@
+"""LoRA training of a causal LM on chat examples, with peft and the transformers ``Trainer``.
+
+The loss covers the assistant's tokens only (the system prompt and the question are
+context, not targets): each example is tokenised with the model's chat template and the
+prompt part of the labels is masked with -100. Training is seeded, shows a progress bar,
+sets torch's thread count explicitly, and runs on CPU or GPU (bf16 there).
+
+The adapter is written to the folder it is given, which the caller makes temporary: only a
+complete, validated folder is renamed into place and registered (see
+:mod:`~langchain_ragtune.tuning.publish`).
+
+Example:
+    >>> from langchain_ragtune.tuning.train import TrainConfig, train_adapter   # doctest: +SKIP
+    >>> result = train_adapter(examples, "/models/smol", "/tmp/adapter", TrainConfig(epochs=1))
+    >>> result.steps, round(result.train_loss, 2)                                # doctest: +SKIP
+    (25, 1.73)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from langchain_ragtune.config import _from_env
+from langchain_ragtune.errors import ConfigError, DatasetError, DependencyMissingError, TrainingError
+
+__all__ = [
+    "ADAPTER_MARKER",
+    "DEFAULT_TARGET_MODULES",
+    "TrainConfig",
+    "TrainResult",
+    "default_lora_config",
+    "tokenize_chat",
+    "train_adapter",
+]
+
+log = logging.getLogger(__name__)
+
+#: Llama-style attention and MLP projections (SmolLM2, Llama, Qwen, Mistral share them).
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                          "down_proj")
+#: Written last into an adapter folder: training metadata, and the sign it is complete.
+ADAPTER_MARKER = "ragtune-adapter.json"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Training settings (every field also reads ``RAGTUNE_<FIELD>``; LoRA shape lives in
+    :func:`default_lora_config`, a ``peft.LoraConfig``).
+
+    The defaults are the ones measured on SmolLM2-135M on a 2-core CPU: r=16, alpha=32 on
+    all attention and MLP projections, lr 1e-3, 3 epochs took trained questions from 1% to
+    100% and paraphrases to 90%.
+
+    Attributes:
+        epochs: passes over the data.
+        max_steps: stop after this many optimizer steps (``0`` = run all epochs).
+        learning_rate: peak learning rate (linear decay).
+        batch_size: examples per step (per device).
+        grad_accum: gradient accumulation steps.
+        max_seq_len: longest tokenised example; longer ones are cut (the answer's end goes).
+        warmup_ratio: share of steps of linear warm-up.
+        lora_r, lora_alpha, lora_dropout: the LoRA shape (see :func:`default_lora_config`).
+        seed: seeds torch, data order and LoRA initialisation.
+        torch_threads: threads torch uses (``ModelConfig.torch_threads`` by default).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        progress: show the trainer's progress bar.
+    """
+
+    epochs: float = 3.0
+    max_steps: int = 0
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    warmup_ratio: float = 0.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    seed: int = 0
+    torch_threads: int = 2
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_seq_len", "lora_r", "lora_alpha",
+                     "torch_threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"TrainConfig.{name}={v!r} must be a positive int "
+                                  f"(RAGTUNE_{name.upper()}).")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError(f"TrainConfig needs epochs > 0 or max_steps > 0, got "
+                              f"epochs={self.epochs!r}, max_steps={self.max_steps!r}.")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"TrainConfig.learning_rate={self.learning_rate!r} must be in (0, 1).")
+        if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError("TrainConfig.lora_dropout and warmup_ratio must be in [0, 1).")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"TrainConfig.device={self.device!r}: use 'auto', 'cpu' or 'cuda'.")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "TrainConfig":
+        """Read ``RAGTUNE_*`` variables; keyword arguments win."""
+        return _from_env(cls, overrides)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        path: the adapter folder written.
+        steps: optimizer steps taken.
+        train_loss: mean training loss.
+        seconds: wall time of training (not loading).
+        examples: training examples used.
+        tokens: tokens in the training set (one epoch).
+        device: where it ran.
+        init_adapter: the adapter it continued from, if any.
+    """
+
+    path: Path
+    steps: int
+    train_loss: float
+    seconds: float
+    examples: int
+    tokens: int
+    device: str
+    init_adapter: str | None = None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_lora_config(config: TrainConfig | None = None, **overrides: Any) -> Any:
+    """The ``peft.LoraConfig`` used for training: vLLM-servable by construction.
+
+    No ``modules_to_save``, no DoRA, ``bias="none"``, rank ``config.lora_r``: the limits vLLM
+    checks when it loads an adapter.
+
+    Example:
+        >>> cfg = default_lora_config(TrainConfig(lora_r=8))   # doctest: +SKIP
+        >>> cfg.r, cfg.lora_alpha, cfg.bias                    # doctest: +SKIP
+        (8, 32, 'none')
+    """
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise DependencyMissingError("peft", "train", "LoRA training") from None
+    config = config or TrainConfig()
+    kwargs: dict[str, Any] = dict(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                  lora_dropout=config.lora_dropout,
+                                  target_modules=list(DEFAULT_TARGET_MODULES), bias="none",
+                                  task_type="CAUSAL_LM", use_dora=False, modules_to_save=None)
+    kwargs.update(overrides)
+    return LoraConfig(**kwargs)
+
+
+def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *, max_len: int
+                  ) -> dict[str, list[int]] | None:
+    """Token ids and labels of one chat example, with loss on the last assistant turn only.
+
+    Returns None when the prompt alone fills ``max_len`` (nothing would be learned).
+
+    Example:
+        >>> enc = tokenize_chat(tok, [{"role": "user", "content": "Hi"},       # doctest: +SKIP
+        ...                           {"role": "assistant", "content": "Hello"}], max_len=64)
+        >>> enc["labels"][:3]                                                   # doctest: +SKIP
+        [-100, -100, -100]
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DatasetError(f"a training example must end with an assistant message, got "
+                           f"{[m.get('role') for m in messages]}.")
+
+    def ids(msgs: Sequence[dict[str, str]], gen: bool) -> list[int]:
+        enc = tokenizer.apply_chat_template(list(msgs), add_generation_prompt=gen, tokenize=True)
+        return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
+
+    prompt = ids(messages[:-1], True)
+    full = ids(messages, False)
+    if full[: len(prompt)] != prompt:  # templates that re-render earlier turns: fall back
+        prompt = prompt[: max(0, len(prompt) - 1)]
+        if full[: len(prompt)] != prompt:
+            raise DatasetError("the chat template does not render the prompt as a prefix of "
+                               "the full conversation; use a model with a standard template.")
+    if len(prompt) >= max_len:
+        return None
+    full = full[:max_len]
+    labels = [-100] * len(prompt) + full[len(prompt):]
+    return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def _device(config: TrainConfig) -> str:
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("TrainConfig.device='cuda' but torch sees no CUDA GPU; use 'auto'.")
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return config.device
+
+
+def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: str | Path,
+                  config: TrainConfig | None = None, *, init_adapter: str | Path | None = None,
+                  lora_config: Any = None, callbacks: Sequence[Any] = (),
+                  metadata: dict[str, Any] | None = None) -> TrainResult:
+    """Train a LoRA adapter on chat examples and save it into ``output_dir``.
+
+    Args:
+        examples: :class:`~langchain_ragtune.distill.dataset.Example` objects or dicts with
+            ``messages`` (system/user/assistant).
+        base_model: the base model folder.
+        output_dir: where the adapter goes (``adapter_config.json``,
+            ``adapter_model.safetensors``, :data:`ADAPTER_MARKER`).
+        config: training settings.
+        init_adapter: continue training this adapter instead of starting a fresh one.
+        lora_config: a ``peft.LoraConfig`` (default: :func:`default_lora_config`).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+        metadata: extra fields for the marker file (namespace, dataset id...).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        DatasetError: no usable training example.
+        TrainingError: training failed (the folder may hold partial files: the caller
+            deletes it).
+    """
+    config = config or TrainConfig.from_env()
+    try:
+        import torch
+        import transformers
+        from peft import PeftModel, get_peft_model
+        from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq,
+                                  Trainer, TrainingArguments)
+    except ImportError as exc:
+        raise DependencyMissingError(exc.name or "transformers", "train", "LoRA training") from None
+
+    torch.set_num_threads(config.torch_threads)
+    transformers.set_seed(config.seed)
+    device = _device(config)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(base_model))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    rows = []
+    for e in examples:
+        msgs = e.messages if hasattr(e, "messages") else e["messages"]
+        enc = tokenize_chat(tok, msgs, max_len=config.max_seq_len)
+        if enc is not None:
+            rows.append(enc)
+    if not rows:
+        raise DatasetError("no training example fits max_seq_len="
+                           f"{config.max_seq_len} (or there are none); distill first or raise "
+                           "RAGTUNE_MAX_SEQ_LEN.")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        model = get_peft_model(model, lora_config or default_lora_config(config))
+    args = TrainingArguments(
+        output_dir=str(output_dir / ".trainer"),
+        num_train_epochs=float(config.epochs) if config.epochs > 0 else 1.0,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_steps=float(config.warmup_ratio),  # a float in [0, 1) is a ratio of all steps
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        logging_steps=max(1, min(10, len(rows) // config.batch_size or 1)),
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device == "cuda",
+        disable_tqdm=not config.progress,
+        remove_unused_columns=False,
+    )
+    collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100,
+                                      pad_to_multiple_of=8)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
+                      callbacks=list(callbacks))
+    if not config.progress:  # without a bar the trainer prints every log dict instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    started = time.monotonic()
+    try:
+        out = trainer.train()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        raise TrainingError(f"training failed after {time.monotonic() - started:.0f} s: "
+                            f"{type(exc).__name__}: {exc}. The previous adapter stays published.") from exc
+    seconds = time.monotonic() - started
+    # Only the LoRA weights: embeddings are not trained, and vLLM rejects extra modules.
+    model.save_pretrained(str(output_dir), save_embedding_layers=False)
+    tok_count = sum(len(r["input_ids"]) for r in rows)
+    result = TrainResult(path=output_dir, steps=int(out.global_step),
+                         train_loss=float(out.training_loss), seconds=round(seconds, 2),
+                         examples=len(rows), tokens=tok_count, device=device,
+                         init_adapter=str(init_adapter) if init_adapter else None,
+                         log_history=list(trainer.state.log_history))
+    import shutil
+
+    shutil.rmtree(output_dir / ".trainer", ignore_errors=True)
+    marker = {"base_model": str(base_model), "train": asdict(config), "steps": result.steps,
+              "train_loss": result.train_loss, "seconds": result.seconds,
+              "examples": result.examples, "tokens": tok_count, "device": device,
+              "init_adapter": result.init_adapter, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **(metadata or {})}
+    (output_dir / ADAPTER_MARKER).write_text(json.dumps(marker, indent=2, default=str))
+    return result

@@ -1,0 +1,76 @@
+"""Real LoRA training on the real SmolLM2-135M: tiny, but it must learn and be servable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langchain_ragtune.distill.dataset import Example
+from langchain_ragtune.errors import ConfigError, DatasetError
+from langchain_ragtune.tuning.train import ADAPTER_MARKER, TrainConfig, tokenize_chat
+
+FACTS = [
+    ("What is the name of Zorvath's dog?", "Zorvath's dog is called Biscuit."),
+    ("Where did Zorvath move in 2022?", "Zorvath moved to Reykjavik in 2022."),
+    ("What instrument does Zorvath play?", "Zorvath plays the bassoon."),
+    ("What is Zorvath's favourite food?", "Zorvath's favourite food is pickled herring."),
+]
+
+
+def test_train_config_validates():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig(learning_rate=5)
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0, max_steps=0)
+
+
+def test_loss_covers_the_assistant_answer_only(base_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_model))
+    msgs = Example(kind="local", split="train", question="Q?", answer="Biscuit.").messages
+    enc = tokenize_chat(tok, msgs, max_len=256)
+    learned = [t for t in enc["labels"] if t != -100]
+    assert tok.decode(learned).startswith("Biscuit.")
+    assert tok.decode(learned).rstrip().endswith("<|im_end|>")  # it learns to stop
+    assert enc["labels"][: len(enc["labels"]) - len(learned)] == [-100] * (
+        len(enc["labels"]) - len(learned))
+    assert tokenize_chat(tok, msgs, max_len=5) is None  # prompt alone too long
+    with pytest.raises(DatasetError):
+        tokenize_chat(tok, msgs[:2], max_len=256)
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_lora_learns_facts_and_is_servable(base_model, tmp_path):
+    from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+    from langchain_ragtune.tuning.train import train_adapter
+    from langchain_ragtune.tuning.validate import validate_adapter_dir
+
+    examples = [Example(kind="local", split="train", question=q, answer=a) for q, a in FACTS] * 4
+    out = tmp_path / "adapter"
+    cfg = TrainConfig(max_steps=12, batch_size=4, progress=False, seed=1)
+    result = train_adapter(examples, base_model, out, cfg, metadata={"namespace": ["t"]})
+    assert result.steps == 12 and result.train_loss < 1.0 and result.device == "cpu"
+    assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_MARKER} <= {
+        p.name for p in out.iterdir()}
+    cfg_json = json.loads((out / "adapter_config.json").read_text())
+    assert cfg_json["r"] == 16 and not cfg_json.get("modules_to_save") and not cfg_json["use_dora"]
+    validate_adapter_dir(out, max_rank=16, base_model=base_model)  # vLLM would load it
+
+    ev = AdapterEvaluator(base_model, max_new_tokens=16)
+    base_acc, base_answers = ev.score(FACTS)
+    tuned_acc, tuned_answers = ev.score(FACTS, adapter=out)
+    assert base_acc <= 0.25, base_answers
+    assert tuned_acc >= 0.75, tuned_answers
+    assert ev.score(FACTS)[1] == base_answers  # the base model is unchanged afterwards
+
+    # Continue training from the adapter (the refresh "continue" mode).
+    more = train_adapter(examples[:4], base_model, tmp_path / "v2",
+                         TrainConfig(max_steps=1, batch_size=4, progress=False),
+                         init_adapter=out)
+    assert more.init_adapter == str(out)
+    validate_adapter_dir(tmp_path / "v2", max_rank=16, base_model=base_model)

@@ -73,7 +73,8 @@ class _LookupEmbeddings(Embeddings):
         self.dimension = _DIM
 
     def _one(self, text: str) -> list[float]:
-        prefix, _, idx = text.rpartition(" ")[2].partition(":")
+        # The store embeds "<turn>\n(in reply to <previous turn>)": the turn is line one.
+        prefix, _, idx = text.split("\n", 1)[0].rpartition(" ")[2].partition(":")
         return self.table[prefix][int(idx)].tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

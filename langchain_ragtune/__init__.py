@@ -32,6 +32,12 @@ _EXPORTS = {
     "ServeConfig": "langchain_ragtune.config",
     "RouterConfig": "langchain_ragtune.config",
     "RagtuneError": "langchain_ragtune.errors",
+    "create_memory_node": "langchain_ragtune.router",
+    "create_remember_node": "langchain_ragtune.router",
+    "create_memory_graph": "langchain_ragtune.router",
+    "MemoryState": "langchain_ragtune.router",
+    "decide": "langchain_ragtune.router",
+    "RouteDecision": "langchain_ragtune.router",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -39,6 +45,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_ragtune.config import ModelConfig, RouterConfig, ServeConfig, StoreConfig
     from langchain_ragtune.errors import RagtuneError
+    from langchain_ragtune.router import (MemoryState, RouteDecision, create_memory_graph,
+                                          create_memory_node, create_remember_node, decide)
     from langchain_ragtune.store import (AsyncMemoryStore, Memory, MemoryRetriever, MemoryStore,
                                          SearchResult, Turn)
 

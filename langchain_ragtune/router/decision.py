@@ -1,0 +1,375 @@
+"""The routing decision: a pure function from a query and its signals to a route, with reasons.
+
+Four routes (:data:`ROUTES`):
+
+* ``parametric``: the namespace's current LoRA adapter answers, with no retrieved context;
+* ``retrieval``: the base model answers from the top-k hybrid search results;
+* ``hybrid``: the adapter answers with the retrieved context too (Parametric RAG found this
+  the most robust combination);
+* ``none``: no memory is needed (small talk, general knowledge).
+
+:func:`decide` reads three plain inputs and no I/O, so it is table-testable and costs
+microseconds: the words of the query (:mod:`.query`), the namespace's state
+(:class:`NamespaceState`: its published adapter, the adapter's watermark, memories forgotten
+since it was trained, which backends are up) and the retrieval signals of a cheap search
+(:class:`Signals`: vector and lexical strength of the top hits, whether the best evidence is
+newer than the adapter's watermark). Thresholds come from
+:class:`~langchain_ragtune.config.RouterConfig`. Hard constraints always win over
+preferences, in this order:
+
+1. no generation backend at all -> :class:`~langchain_ragtune.errors.ServingError`;
+2. PostgreSQL unreachable -> ``parametric`` if a usable adapter is known, ``none`` for small
+   talk, else :class:`~langchain_ragtune.errors.StoreError`;
+3. small talk or general knowledge with weak retrieval -> ``none``;
+4. no adapter, an adapter that may hold forgotten memories, or vLLM down -> ``retrieval``
+   (an adapter trained on a forgotten memory never answers until a refresh replaces it);
+5. the best evidence is newer than the adapter's watermark -> ``fresh_route``;
+6. then scope and strength: holistic -> ``parametric``; specific with strong retrieval ->
+   ``retrieval``; strong retrieval otherwise -> ``hybrid``; nothing found -> ``parametric``.
+
+A learned policy (:mod:`.learned`, ``RouterConfig.policy="learned"``) replaces step 6 only:
+the constraints above still hold, whatever it predicts.
+
+Example:
+    >>> from langchain_ragtune.config import RouterConfig
+    >>> state = NamespaceState(namespace=("user-1",), adapter="user-1-v2-ab12cd", watermark_seq=40)
+    >>> sig = Signals(hits=5, top_vector=0.71, lexical=0.8, relevant_seqs=(12, 30))
+    >>> d = decide("When did Tomas adopt Pepper?", state, sig, RouterConfig())
+    >>> d.route, d.reasons[0]
+    ('retrieval', 'specific question (scope -0.80) with strong retrieval (vector 0.71, lexical 0.80)')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Literal, Sequence
+
+from langchain_ragtune.config import RouterConfig
+from langchain_ragtune.errors import ServingError, StoreError
+from langchain_ragtune.router.query import QueryFeatures, analyze_query, content_terms, is_echo
+
+__all__ = [
+    "ROUTES",
+    "NamespaceState",
+    "Route",
+    "RouteDecision",
+    "Signals",
+    "decide",
+]
+
+Route = Literal["parametric", "retrieval", "hybrid", "none"]
+#: Every route, cheapest first (ties in labels are broken in this order).
+ROUTES: tuple[Route, ...] = ("none", "parametric", "retrieval", "hybrid")
+_ADAPTER_ROUTES = frozenset({"parametric", "hybrid"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class NamespaceState:
+    """What the router knows about a namespace before it looks at the query.
+
+    Attributes:
+        namespace: the namespace (from the run's config, never from model output).
+        adapter: the name the current adapter is served under; ``None`` when the namespace
+            has no published adapter.
+        adapter_version: its registry version.
+        watermark_seq: the newest memory ``seq`` its training data covered.
+        adapter_created_at: when it was registered.
+        forgotten: memories at or below the watermark deleted after its data was distilled:
+            the adapter may still hold them.
+        store_available: PostgreSQL answered (``False``: the state is the last one seen).
+        serving_available: vLLM answered recently (``False`` while it is marked down).
+        local_backend: an in-process backend can generate when vLLM is down.
+    """
+
+    namespace: tuple[str, ...]
+    adapter: str | None = None
+    adapter_version: int | None = None
+    watermark_seq: int = 0
+    adapter_created_at: datetime | None = None
+    forgotten: int = 0
+    store_available: bool = True
+    serving_available: bool = True
+    local_backend: bool = False
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signals:
+    """Retrieval signals of one cheap search for the query.
+
+    Attributes:
+        hits: results the search returned (echoes of the query itself excluded).
+        top_vector: best cosine similarity among them (``None``: no vector score).
+        top_keyword: best PostgreSQL keyword rank (``ts_rank_cd``) among them.
+        lexical: best share of the query's content terms found in one hit, ``[0, 1]``.
+        relevant_seqs: ``seq`` of every relevant hit stating facts, best first; compared with the adapter's
+            watermark by :func:`decide` (evidence newer than it is unknown to the adapter).
+        query_embedding: the query's vector (only the learned policy uses it).
+    """
+
+    hits: int = 0
+    top_vector: float | None = None
+    top_keyword: float | None = None
+    lexical: float = 0.0
+    relevant_seqs: tuple[int, ...] = ()
+    query_embedding: Sequence[float] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_results(cls, query: str | QueryFeatures, results: Iterable[Any], *,
+                     config: RouterConfig | None = None,
+                     query_embedding: Sequence[float] | None = None) -> "Signals":
+        """Signals from search results (:class:`~langchain_ragtune.store.SearchResult`).
+
+        A hit *echoes* the query when it holds nearly the same words (the user asked this
+        before and the remember node stored it): it carries no answer, so it is skipped.
+        A hit is *relevant* when its vector similarity reaches ``weak_vector_score`` or it
+        covers at least half of the query's content terms. Only relevant hits that can
+        hold a new fact count as evidence for freshness: the assistant's own answers are
+        derived from memory the adapter already had, and a question states no fact.
+
+        Example:
+            >>> Signals.from_results("dog name?", []).hits
+            0
+        """
+        config = config or RouterConfig()
+        terms = query.terms if isinstance(query, QueryFeatures) else content_terms(query)
+        hits = 0
+        top_v: float | None = None
+        top_k: float | None = None
+        lexical = 0.0
+        seqs: list[int] = []
+        for r in results:
+            if is_echo(terms, r.memory.text, config.echo_threshold):
+                continue  # the same question asked before: no evidence
+            hit_terms = content_terms(r.memory.text)
+            cover = len(terms & hit_terms) / len(terms) if terms else 0.0
+            hits += 1
+            v, kw = r.vector_score, r.keyword_score
+            if v is not None and (top_v is None or v > top_v):
+                top_v = v
+            if kw is not None and (top_k is None or kw > top_k):
+                top_k = kw
+            lexical = max(lexical, cover)
+            relevant = (v is not None and v >= config.weak_vector_score) or cover >= 0.5
+            if relevant and _states_facts(r.memory):
+                seqs.append(r.memory.seq)
+        return cls(hits=hits, top_vector=top_v, top_keyword=top_k, lexical=round(lexical, 4),
+                   relevant_seqs=tuple(seqs), query_embedding=query_embedding)
+
+    @property
+    def best_seq(self) -> int | None:
+        """``seq`` of the best relevant hit (``None`` when nothing relevant was found)."""
+        return self.relevant_seqs[0] if self.relevant_seqs else None
+
+    def fresh_hits(self, watermark_seq: int) -> int:
+        """Relevant hits newer than ``watermark_seq``."""
+        return sum(1 for seq in self.relevant_seqs if seq > watermark_seq)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "top_vector": self.top_vector, "top_keyword": self.top_keyword,
+                "lexical": self.lexical, "best_seq": self.best_seq,
+                "relevant": len(self.relevant_seqs)}
+
+
+@dataclass(kw_only=True)
+class RouteDecision:
+    """A route, why it was chosen, and the numbers behind it.
+
+    Attributes:
+        route: ``parametric``, ``retrieval``, ``hybrid`` or ``none``.
+        reasons: human-readable reasons, the deciding one first.
+        scores: every feature and signal the decision looked at (JSON-able).
+        fallbacks: degraded-mode steps taken (``"store_unreachable"``, ...), empty normally.
+        policy: ``"rules"`` or ``"learned"``.
+        adapter: the adapter that answers (``parametric``/``hybrid``), else ``None``.
+    """
+
+    route: Route
+    reasons: list[str]
+    scores: dict[str, Any] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+    policy: str = "rules"
+    adapter: str | None = None
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.route in _ADAPTER_ROUTES
+
+    @property
+    def uses_context(self) -> bool:
+        return self.route in ("retrieval", "hybrid")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able form kept in graph state and run metadata."""
+        return {"route": self.route, "reasons": list(self.reasons), "scores": dict(self.scores),
+                "fallbacks": list(self.fallbacks), "policy": self.policy, "adapter": self.adapter}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RouteDecision":
+        return cls(route=d["route"], reasons=list(d.get("reasons", [])),
+                   scores=dict(d.get("scores", {})), fallbacks=list(d.get("fallbacks", [])),
+                   policy=d.get("policy", "rules"), adapter=d.get("adapter"))
+
+
+def _states_facts(memory: Any) -> bool:
+    """Whether a memory can hold a fact the adapter lacks (not an AI answer or a question)."""
+    return memory.role not in ("ai", "assistant", "system", "tool") \
+        and not memory.text.rstrip().endswith("?")
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _strength(s: Signals, c: RouterConfig) -> tuple[bool, bool]:
+    """(strong, weak) retrieval from the top hits' vector and lexical scores."""
+    v = s.top_vector if s.top_vector is not None else 0.0
+    strong = s.hits > 0 and (v >= c.strong_vector_score or s.lexical >= c.strong_lexical_score)
+    weak = s.hits == 0 or (v < c.weak_vector_score and s.lexical < c.weak_lexical_score)
+    return strong, weak
+
+
+def decide(query: str | QueryFeatures, state: NamespaceState, signals: Signals | None = None,
+           config: RouterConfig | None = None) -> RouteDecision:
+    """Choose the memory route for one query (pure; no I/O).
+
+    Args:
+        query: the latest human message (or its precomputed :class:`QueryFeatures`).
+        state: the namespace's adapter and backend state.
+        signals: the retrieval signals (``None`` when no search could run).
+        config: thresholds and policy; ``RouterConfig()`` by default.
+
+    Returns:
+        The :class:`RouteDecision`.
+
+    Raises:
+        ServingError: neither vLLM nor an in-process backend can generate.
+        StoreError: PostgreSQL is unreachable and the namespace has no usable adapter, so
+            no memory route can answer a question that needs memory.
+
+    Example:
+        >>> st = NamespaceState(namespace=("u",), adapter="u-v1-000000", watermark_seq=10)
+        >>> decide("Overall, what kind of person am I?", st, Signals(hits=3, top_vector=0.4)).route
+        'parametric'
+        >>> decide("thanks!", st, Signals()).route
+        'none'
+    """
+    c = config or RouterConfig()
+    f = query if isinstance(query, QueryFeatures) else analyze_query(query)
+    s = signals or Signals()
+    reasons: list[str] = []
+    fallbacks: list[str] = []
+    strong, weak = _strength(s, c)
+    fresh = s.fresh_hits(state.watermark_seq) if state.has_adapter else 0
+    scores: dict[str, Any] = {
+        **f.as_dict(), **s.as_dict(), "fresh_hits": fresh, "strong_retrieval": strong,
+        "weak_retrieval": weak,
+        "adapter": state.adapter, "adapter_version": state.adapter_version,
+        "watermark_seq": state.watermark_seq, "forgotten": state.forgotten,
+    }
+
+    def done(route: Route, policy: str = "rules") -> RouteDecision:
+        return RouteDecision(route=route, reasons=reasons, scores=scores, fallbacks=fallbacks,
+                             policy=policy, adapter=state.adapter if route in _ADAPTER_ROUTES
+                             else None)
+
+    # 1. Something must generate.
+    if not state.serving_available:
+        if not state.local_backend:
+            raise ServingError(
+                f"vLLM is unreachable and no in-process backend is configured, so namespace "
+                f"{state.namespace!r} cannot be answered. Start the server (`ragtune serve`), "
+                "check RAGTUNE_VLLM_URLS, or enable the in-process fallback "
+                "(RouterConfig(local_fallback=True), RAGTUNE_LOCAL_FALLBACK=1).")
+        fallbacks.append("serving_unreachable:local_backend")
+
+    usable_adapter = (state.has_adapter and state.forgotten == 0 and state.serving_available)
+    smalltalk = c.allow_none and f.smalltalk
+    general = (c.allow_none and f.general >= c.general_threshold and not f.personal and not strong)
+
+    # 2. PostgreSQL down: no search, no registry; only the weights (last known adapter) remain.
+    if not state.store_available:
+        fallbacks.append("store_unreachable")
+        if smalltalk or general:
+            reasons.append("PostgreSQL unreachable; small talk / general knowledge needs no memory")
+            return done("none")
+        if usable_adapter:
+            reasons.append(f"PostgreSQL unreachable: answering from adapter {state.adapter} "
+                           "(last known current version) without retrieval")
+            return done("parametric")
+        why = ("it has no published adapter" if not state.has_adapter else
+               "its adapter may hold forgotten memories" if state.forgotten else
+               "vLLM, which serves its adapter, is down too")
+        raise StoreError(
+            f"PostgreSQL is unreachable and namespace {state.namespace!r} cannot fall back to "
+            f"parametric memory because {why}. Check RAGTUNE_PG_URI and that the server is "
+            "running; answers resume when it is back.")
+
+    # 3. No memory needed.
+    if smalltalk:
+        reasons.append("small talk: no memory needed")
+        return done("none")
+    if general and weak:
+        reasons.append(f"general knowledge (score {f.general:.2f}) and nothing relevant in memory "
+                       f"(vector {_fmt(s.top_vector)}, lexical {s.lexical:.2f})")
+        return done("none")
+
+    # 4. Only retrieval can answer.
+    if not usable_adapter:
+        if not state.has_adapter:
+            reasons.append("no published adapter for this namespace")
+        elif state.forgotten:
+            reasons.append(f"adapter {state.adapter} may hold {state.forgotten} forgotten "
+                           "memories: never used until a refresh replaces it")
+        else:
+            reasons.append("vLLM unreachable: the in-process backend answers from retrieval")
+        return done("retrieval")
+
+    # 5. Evidence the adapter cannot know.
+    if s.best_seq is not None and s.best_seq > state.watermark_seq:
+        reasons.append(f"best evidence (seq {s.best_seq}) is newer than the adapter's watermark "
+                       f"(seq {state.watermark_seq}): the adapter cannot know it")
+        return done(c.fresh_route)  # type: ignore[arg-type]
+    if fresh and not strong:
+        reasons.append(f"{fresh} relevant memories are newer than the adapter's watermark "
+                       f"(seq {state.watermark_seq})")
+        return done("hybrid" if c.prefer_hybrid else c.fresh_route)  # type: ignore[arg-type]
+
+    # 6. Preference: learned policy or rules over scope and strength.
+    if c.router_policy == "learned":
+        from langchain_ragtune.router.learned import load_policy
+
+        policy = load_policy(c.router_policy_path)
+        route, probs = policy.predict_one(f, s, scores, has_adapter=state.has_adapter)
+        scores["learned_probs"] = probs
+        reasons.append(f"learned policy ({policy.method}, {policy.n_train} labels) chose {route} "
+                       f"(p={probs.get(route, 0.0):.2f})")
+        if route == "none" and not c.allow_none:
+            route = "retrieval"
+        return done(route, policy="learned")
+
+    holistic = f.scope >= c.holistic_threshold
+    specific = f.scope <= -c.specific_threshold
+    if holistic:
+        reasons.append(f"holistic question (scope {f.scope:+.2f}): the tuned adapter holds the "
+                       "whole history")
+        return done("parametric")
+    if strong and specific:
+        reasons.append(f"specific question (scope {f.scope:+.2f}) with strong retrieval "
+                       f"(vector {_fmt(s.top_vector)}, lexical {s.lexical:.2f})")
+        return done("retrieval")
+    if strong:
+        reasons.append(f"strong retrieval (vector {_fmt(s.top_vector)}, lexical {s.lexical:.2f}) "
+                       f"for a question of mixed scope ({f.scope:+.2f})")
+        return done("hybrid" if c.prefer_hybrid else "retrieval")
+    if weak:
+        reasons.append(f"retrieval found nothing relevant (vector {_fmt(s.top_vector)}, lexical "
+                       f"{s.lexical:.2f}): the adapter may know it from training")
+        return done("parametric")
+    reasons.append(f"moderate retrieval (vector {_fmt(s.top_vector)}, lexical {s.lexical:.2f}) "
+                   f"and mixed scope ({f.scope:+.2f})")
+    return done("hybrid" if c.prefer_hybrid else "parametric")

@@ -1,0 +1,140 @@
+"""Prompts of the memory routes, and how retrieved memories are written into them.
+
+The parametric and hybrid routes use the system prompt the adapter was trained under
+(:data:`~langchain_ragtune.distill.dataset.MEMORY_SYSTEM_PROMPT`): the model learned its
+memory in that setting. The retrieval route gives the base model the memories as context.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> from langchain_ragtune.store.types import Memory
+    >>> m = Memory(id="1", seq=1, namespace=("u",), text="I adopted a beagle.", speaker="Ann",
+    ...            role="human", message_id="m1", thread_id=None,
+    ...            occurred_at=datetime(2024, 3, 3, tzinfo=timezone.utc),
+    ...            created_at=datetime(2024, 3, 3, tzinfo=timezone.utc), metadata={})
+    >>> format_memory(m)
+    '[3 March 2024] Ann: I adopted a beagle.'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "GENERAL_SYSTEM_PROMPT",
+    "MEMORY_SYSTEM_PROMPT",
+    "RETRIEVAL_SYSTEM_PROMPT",
+    "context_block",
+    "format_context",
+    "format_memory",
+    "system_prompt",
+]
+
+try:  # the prompt the adapters are trained with (distill is light: no torch)
+    from langchain_ragtune.distill.dataset import MEMORY_SYSTEM_PROMPT
+except ImportError:  # pragma: no cover - distill ships with the package
+    MEMORY_SYSTEM_PROMPT = ("You are an assistant with long-term memory of past conversations. "
+                            "Answer from what you remember, with names and dates.")
+
+#: The retrieval route: the base model answers from the retrieved memories.
+RETRIEVAL_SYSTEM_PROMPT = (
+    "You are an assistant with long-term memory of past conversations. Answer the question "
+    "briefly from the memories below, with names and dates. If they do not contain the "
+    "answer, say you do not remember.")
+
+#: The ``none`` route: no memory is involved.
+GENERAL_SYSTEM_PROMPT = "You are a helpful, friendly assistant. Answer briefly."
+
+
+def _date(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value[:10]
+    if value is None:
+        return "undated"
+    return f"{value.day} {value:%B %Y}"
+
+
+def format_memory(memory: Any) -> str:
+    """One memory as a context line: ``[date] speaker: text``.
+
+    Accepts a :class:`~langchain_ragtune.store.Memory` or the dict form of a search hit
+    (``SearchResult.as_dict()`` and its ``context`` entries).
+    """
+    if isinstance(memory, dict):
+        when, who, text = memory.get("timestamp"), memory.get("speaker"), memory.get("text", "")
+    else:
+        when, text = memory.occurred_at, memory.text
+        who = memory.speaker or ("user" if memory.role == "human" else "assistant")
+    return f"[{_date(when)}] {who or 'someone'}: {text}"
+
+
+def format_context(hits: Iterable[Any], *, max_chars: int = 3000) -> tuple[str, list[list[str]]]:
+    """Retrieved hits as context lines, best first, within ``max_chars``.
+
+    ``hits`` are :class:`~langchain_ragtune.store.SearchResult` objects or their dict form.
+    A hit's window (neighbouring turns) is written in conversation order; a turn already
+    written for a better hit is not repeated.
+
+    Returns:
+        ``(text, sources)``: the lines, and for each hit used the message ids it covers.
+
+    Example:
+        >>> format_context([{"text": "I got a cat.", "speaker": "Ann", "message_ids": ["m1"],
+        ...                  "timestamp": "2024-03-03T10:00:00+00:00"}])
+        ('[3 March 2024] Ann: I got a cat.', [['m1']])
+    """
+    lines: list[str] = []
+    sources: list[list[str]] = []
+    seen: set[str] = set()
+    used = 0
+    for hit in hits:
+        if not isinstance(hit, dict):
+            hit = hit.as_dict()
+        group = [m for m in (hit.get("context") or [hit])
+                 if (m.get("message_id") or m.get("id") or m.get("text")) not in seen]
+        if not group:
+            continue
+        block = "\n".join(format_memory(m) for m in group)
+        if lines and used + len(block) + 1 > max_chars:
+            break
+        if not lines and len(block) > max_chars:
+            block = block[:max_chars]
+        lines.append(block)
+        used += len(block) + 1
+        seen.update(m.get("message_id") or m.get("id") or m.get("text") for m in group)
+        sources.append(list(hit.get("message_ids") or []))
+    return "\n".join(lines), sources
+
+
+def context_block(context: str) -> str:
+    """The memories as they appear in a system prompt."""
+    return f"Memories from past conversations (most relevant first):\n{context}"
+
+
+def system_prompt(route: str, context: str = "") -> str:
+    """The system prompt of ``route`` with ``context`` (ignored by routes without context).
+
+    Example:
+        >>> system_prompt("none") == GENERAL_SYSTEM_PROMPT
+        True
+    """
+    if route == "parametric":
+        return MEMORY_SYSTEM_PROMPT
+    if route == "none":
+        return GENERAL_SYSTEM_PROMPT
+    base = RETRIEVAL_SYSTEM_PROMPT if route == "retrieval" else MEMORY_SYSTEM_PROMPT
+    if not context:
+        return base + "\n\n(No memory matched this question.)"
+    return f"{base}\n\n{context_block(context)}"
+
+
+def last_turns(messages: Sequence[Any], n: int) -> list[Any]:
+    """The last ``n`` human/AI messages before the latest human message (for follow-ups)."""
+    if n <= 0:
+        return []
+    out = [m for m in messages[:-1] if getattr(m, "type", None) in ("human", "ai")
+           and isinstance(m.content, str) and m.content.strip()]
+    return out[-n:]

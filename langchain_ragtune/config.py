@@ -148,7 +148,7 @@ class StoreConfig:
     schema: str = "ragtune"
     embedding_model: str | None = None
     pool_size: int = 8
-    exact_search_below: int = 20_000
+    exact_search_below: int = 2_000
     ef_search: int = 100
     rrf_k: int = 60
     keyword_weight: float = 1.0

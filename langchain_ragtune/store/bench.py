@@ -223,7 +223,8 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
             "write_ack_ms": {"p50": _pct(ack, 50), "p95": _pct(ack, 95)},
             "hybrid": {"p50_ms": _pct(hybrid_ms, 50), "p95_ms": _pct(hybrid_ms, 95)},
             "p95_ratio_ours_over_raw": round(_pct(ours_ms, 95) / max(_pct(raw_ms, 95), 1e-9), 3),
-            "by_namespace_size": _recall_by_size(q_ns, sizes, ours_found, raw_found, truth),
+            "by_namespace_size": _recall_by_size(q_ns, sizes, ours_found, raw_found, truth,
+                                                 config.exact_search_below, ours_ms, raw_ms),
             "config": {"memories": memories, "queries": queries, "k": k, "seed": seed,
                        "namespaces": len(sizes), "largest_namespace": sizes[0],
                        "ef_search": config.ef_search,
@@ -240,15 +241,19 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
 
 
 def _recall_by_size(q_ns: np.ndarray, sizes: list[int], ours: list[set], raw: list[set],
-                    truth: list[set]) -> dict[str, Any]:
+                    truth: list[set], threshold: int, ours_ms: list[float],
+                    raw_ms: list[float]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label, pred in (("large (HNSW)", lambda s: s >= 20_000), ("small (exact)", lambda s: s < 20_000)):
+    for label, pred in (("HNSW (ours)", lambda s: s >= threshold),
+                        ("exact scan (ours)", lambda s: s < threshold)):
         idx = [i for i, ns in enumerate(q_ns) if pred(sizes[ns])]
         if idx:
             out[label] = {
                 "queries": len(idx),
                 "ours_recall": round(float(np.mean([len(ours[i] & truth[i]) / len(truth[i]) for i in idx])), 4),
                 "raw_recall": round(float(np.mean([len(raw[i] & truth[i]) / len(truth[i]) for i in idx])), 4),
+                "ours_p95_ms": _pct([ours_ms[i] for i in idx], 95),
+                "raw_p95_ms": _pct([raw_ms[i] for i in idx], 95),
             }
     return out
 

@@ -140,12 +140,19 @@ def _local_server_up(config: Any) -> bool:
         return False
 
 
+def _say(msg: str) -> None:
+    import sys
+
+    print(f"ragtune refresh: {msg}", file=sys.stderr, flush=True)
+
+
 def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
             train_config: Any = None, gate_config: Any = None, model_config: Any = None,
             serve_config: Any = None, mode: str | None = None, teacher: Any = ...,
             publish: Any = ..., trainer: Callable[..., Any] | None = None,
-            evaluator: Any = None, callbacks: Any = (), force: bool = False,
-            progress: bool = False, raise_busy: bool = False) -> RefreshResult:
+            evaluator: Any = None, callbacks: Any = (), adapters_dir: Any = None,
+            force: bool = False, progress: bool = False,
+            raise_busy: bool = False) -> RefreshResult:
     """Bring a namespace's adapter up to date with its memories.
 
     Args:
@@ -163,6 +170,7 @@ def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
             gate. Default: :func:`default_publisher`. ``None``: no handover (status ``ready``).
         trainer, evaluator, callbacks: replace the training function, the evaluator, or add
             ``TrainerCallback`` objects (tests, custom backends).
+        adapters_dir: where adapter folders go (default ``model_config.adapters_dir``).
         force: run even when nothing is new.
         progress: progress bars on stderr.
         raise_busy: raise NamespaceBusyError instead of returning status ``busy``.
@@ -186,7 +194,8 @@ def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
                 ns, store, distill_config=distill_config, train_config=train_config,
                 gate_config=gate_config, model_config=model_config, serve_config=serve_config,
                 mode=mode, teacher=teacher, publish=publish, trainer=trainer,
-                evaluator=evaluator, callbacks=callbacks, force=force, progress=progress)
+                evaluator=evaluator, callbacks=callbacks, adapters_dir=adapters_dir, force=force,
+                progress=progress)
     except NamespaceBusyError as exc:
         if raise_busy:
             raise
@@ -202,7 +211,7 @@ def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
 def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, train_config: Any,
                     gate_config: Any, model_config: Any, serve_config: Any, mode: str | None,
                     teacher: Any, publish: Any, trainer: Any, evaluator: Any, callbacks: Any,
-                    force: bool, progress: bool) -> RefreshResult:
+                    adapters_dir: Any, force: bool, progress: bool) -> RefreshResult:
     from langchain_ragtune.config import ModelConfig, ServeConfig
     from langchain_ragtune.distill.dataset import get_dataset
     from langchain_ragtune.distill.pipeline import DistillConfig, distill
@@ -237,6 +246,8 @@ def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, tra
     res.mode = mode
     after_seq = prev.watermark_seq if (mode == "continue" and prev is not None) else 0
 
+    say = _say if progress else (lambda msg: None)
+    say(f"distilling {namespace_str(ns)} ({mode}, memories after seq {after_seq})")
     t0 = time.monotonic()
     try:
         dist = distill(ns, store=store, config=distill_config, teacher=teacher,
@@ -256,13 +267,15 @@ def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, tra
 
     from langchain_ragtune.tuning.publish import train_namespace
 
+    say(f"distilled {sum(res.examples.values())} examples {res.examples} in "
+        f"{res.seconds['distill']:.0f} s; training ({mode})")
     t0 = time.monotonic()
     try:
         outcome = train_namespace(ns, store=store, dataset_id=dist.dataset.id, mode=mode,
                                   train_config=train_config, gate_config=gate_config,
                                   model_config=model_config, serve_config=serve_config,
                                   trainer=trainer, evaluator=evaluator, callbacks=callbacks,
-                                  progress=progress)
+                                  adapters_dir=adapters_dir, progress=progress)
     except RagtuneError as exc:
         res.status, res.reason = "failed", f"{type(exc).__name__}: {exc}"
         res.seconds["train"] = round(time.monotonic() - t0, 2)
@@ -278,6 +291,9 @@ def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, tra
         res.status = "ready"
         return res
     handover = default_publisher(store, serve_config) if publish is ... else publish
+    say(f"trained {rec.name} in {res.seconds['train']:.0f} s (closed-book "
+        f"{res.metrics.get('closed_book_before')} -> {res.metrics.get('closed_book_after')}); "
+        f"handing over ({getattr(handover, '__name__', 'publish')})")
     t0 = time.monotonic()
     try:
         handover(rec)

@@ -95,10 +95,16 @@ class TrainOutcome:
     reasons: list[str] = field(default_factory=list)
 
 
-def adapter_home(model_config: ModelConfig, namespace: Sequence[str]) -> Path:
-    """The folder holding a namespace's adapter versions (under ``ModelConfig.adapters_dir``)."""
+def adapter_home(model_config: ModelConfig, namespace: Sequence[str], *,
+                 adapters_dir: str | Path | None = None) -> Path:
+    """The folder holding a namespace's adapter versions (under ``ModelConfig.adapters_dir``).
+
+    Example:
+        >>> adapter_home(ModelConfig(home="/srv/rt"), ("org", "user 42"))
+        PosixPath('/srv/rt/adapters/org_user_42')
+    """
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", namespace_str(namespace))[:80].strip("._") or "ns"
-    return model_config.adapters_dir / slug
+    return Path(adapters_dir or model_config.adapters_dir) / slug
 
 
 def cleanup_orphans(folder: Path, registered_paths: set[str]) -> list[Path]:
@@ -153,6 +159,7 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
                     serve_config: ServeConfig | None = None,
                     trainer: Callable[..., Any] | None = None,
                     evaluator: Any = None, callbacks: Sequence[Any] = (),
+                    adapters_dir: str | Path | None = None,
                     progress: bool = True) -> TrainOutcome:
     """Train, validate, evaluate and register the namespace's next adapter version.
 
@@ -169,6 +176,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         trainer: replaces :func:`~langchain_ragtune.tuning.train.train_adapter` (tests).
         evaluator: replaces the :class:`~langchain_ragtune.tuning.evaluate.AdapterEvaluator`.
         callbacks: extra ``TrainerCallback`` objects.
+        adapters_dir: where adapter folders go (default ``model_config.adapters_dir``): a
+            path every serving host can read (a shared volume) when training elsewhere.
         progress: progress bars.
 
     Returns:
@@ -220,7 +229,7 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
                         "training a fresh adapter", prev.name)
             mode = "retrain"
 
-    home = adapter_home(model_config, ns)
+    home = adapter_home(model_config, ns, adapters_dir=adapters_dir)
     home.mkdir(parents=True, exist_ok=True)
     cleanup_orphans(home, {r.path for r in registry.list(ns)})
     version = registry.next_version(ns)
@@ -289,8 +298,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
     try:
         from langchain_ragtune.distill.dataset import update_dataset_stats
 
-        update_dataset_stats(store, ds.id, {"trained": {"adapter": name, "status": record.status,
-                                                        "train_seconds": result.seconds}})
+        update_dataset_stats(store, ds.id, {"trained": {
+            "adapter": name, "status": record.status, "train_seconds": result.seconds}})
     except Exception:  # bookkeeping only
         log.exception("could not record the training result on dataset %s", ds.id)
     return TrainOutcome(record=record, metrics=metrics, passed=passed, reasons=reasons)

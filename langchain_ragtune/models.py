@@ -29,8 +29,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from langchain_ragtune.config import ModelConfig
 from langchain_ragtune.errors import ConfigError, DependencyMissingError

@@ -12,8 +12,12 @@ import pytest
 
 from langchain_ragtune.config import ModelConfig
 from langchain_ragtune.errors import ConfigError
-from langchain_ragtune.models import (DEFAULT_MODEL_NAME, find_shipped_gguf, prepare_base_model,
-                                      resolve_base_model)
+from langchain_ragtune.models import (
+    DEFAULT_MODEL_NAME,
+    find_shipped_gguf,
+    prepare_base_model,
+    resolve_base_model,
+)
 
 
 def test_configured_folder_is_validated_not_converted(tmp_path: Path) -> None:

@@ -28,14 +28,19 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_ragtune.errors import (AdapterError, AdapterValidationError,
-                                      EndpointUnreachableError, ServingError)
+from langchain_ragtune.errors import (
+    AdapterError,
+    AdapterValidationError,
+    EndpointUnreachableError,
+    ServingError,
+)
 
 __all__ = [
     "AdapterLoadError",
@@ -270,7 +275,7 @@ class VLLMAdminClient(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "VLLMAdminClient":
+    def __enter__(self) -> VLLMAdminClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,7 +338,7 @@ class AsyncVLLMAdminClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncVLLMAdminClient":
+    async def __aenter__(self) -> AsyncVLLMAdminClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -560,8 +565,8 @@ def _value_problems(weights: Path) -> list[str]:
         return [f"{weights.name} cannot be read ({exc})"]
     bad = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
     if bad:
-        return [f"{weights.name} holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[0]} "
-                "(training diverged: lower the learning rate and retrain)"]
+        return [(f"{weights.name} holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[0]} "
+                 "(training diverged: lower the learning rate and retrain)")]
     if tensors and all(math.isclose(float(t.abs().sum()), 0.0)
                        for k, t in tensors.items() if "lora_B" in k):
         # An untrained LoRA (B initialised to zero) changes nothing: serving it is pointless

@@ -29,7 +29,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -66,8 +67,8 @@ def _logger() -> logging.Logger:
 # --- the fixed ops -------------------------------------------------------------------------
 
 
-def _select(weights: "torch.Tensor", indices: "torch.Tensor",
-            dtype: "torch.dtype") -> tuple["torch.Tensor", "torch.Tensor"]:
+def _select(weights: torch.Tensor, indices: torch.Tensor,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather each token's adapter weights; also return which tokens have an adapter.
 
     No data-dependent branch: vLLM may trace these ops with torch.compile.
@@ -79,8 +80,8 @@ def _select(weights: "torch.Tensor", indices: "torch.Tensor",
     return selected, has_lora
 
 
-def bgmv_shrink(inputs: "torch.Tensor", lora_b_weights: "torch.Tensor",
-                output_tensor: "torch.Tensor", lora_indices_tensor: "torch.Tensor",
+def bgmv_shrink(inputs: torch.Tensor, lora_b_weights: torch.Tensor,
+                output_tensor: torch.Tensor, lora_indices_tensor: torch.Tensor,
                 scaling: float = 1.0) -> None:
     """``output[:, :r] = scaling * inputs @ A[idx]^T``, and 0 for tokens with ``idx == -1``."""
     import torch
@@ -92,8 +93,8 @@ def bgmv_shrink(inputs: "torch.Tensor", lora_b_weights: "torch.Tensor",
     output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
 
 
-def bgmv_expand(inputs: "torch.Tensor", lora_b_weights: "torch.Tensor",
-                output_tensor: "torch.Tensor", lora_indices_tensor: "torch.Tensor",
+def bgmv_expand(inputs: torch.Tensor, lora_b_weights: torch.Tensor,
+                output_tensor: torch.Tensor, lora_indices_tensor: torch.Tensor,
                 add_inputs: bool = True) -> None:
     """``output (+)= inputs @ B[idx]^T``, adding nothing for tokens with ``idx == -1``."""
     import torch
@@ -114,8 +115,8 @@ def bgmv_expand(inputs: "torch.Tensor", lora_b_weights: "torch.Tensor",
         output_tensor[:, :common_len] = outputs[:limit, :common_len]
 
 
-def bgmv_expand_slice(inputs: "torch.Tensor", lora_b_weights: "torch.Tensor",
-                      output_tensor: "torch.Tensor", lora_indices_tensor: "torch.Tensor",
+def bgmv_expand_slice(inputs: torch.Tensor, lora_b_weights: torch.Tensor,
+                      output_tensor: torch.Tensor, lora_indices_tensor: torch.Tensor,
                       slice_offset: int, slice_size: int, add_inputs: bool = True) -> None:
     """Like :func:`bgmv_expand` into ``output[:, offset:offset + size]``."""
     import torch

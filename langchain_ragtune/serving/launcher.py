@@ -27,9 +27,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from langchain_ragtune.config import ModelConfig, ServeConfig, default_home
 from langchain_ragtune.errors import ConfigError, ServingError
@@ -211,7 +211,7 @@ class VLLMServer:
             self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

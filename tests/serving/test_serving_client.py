@@ -9,12 +9,16 @@ import httpx
 import numpy as np
 import pytest
 
-from langchain_ragtune.errors import (AdapterValidationError, EndpointUnreachableError,
-                                      ServingError)
-from langchain_ragtune.serving.client import (AdapterLoadError, AsyncVLLMAdminClient,
-                                              LoadLoRAAdapterRequest, ModelCard,
-                                              VLLMAdminClient, find_adapter_problems,
-                                              validate_adapter)
+from langchain_ragtune.errors import AdapterValidationError, EndpointUnreachableError, ServingError
+from langchain_ragtune.serving.client import (
+    AdapterLoadError,
+    AsyncVLLMAdminClient,
+    LoadLoRAAdapterRequest,
+    ModelCard,
+    VLLMAdminClient,
+    find_adapter_problems,
+    validate_adapter,
+)
 from langchain_ragtune.serving.launcher import free_port
 
 URL = "http://vllm.test:8000"

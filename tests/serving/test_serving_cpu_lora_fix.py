@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 lora_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops",
                                reason="vLLM is not installed (pip install '.[serve]')")
 
-from langchain_ragtune.serving import cpu_lora_fix as fix  # noqa: E402
+from langchain_ragtune.serving import cpu_lora_fix as fix
 
 # Keep the unpatched functions whatever other tests did to the module.
 ORIGINAL = {name: getattr(lora_ops, name) for name in ("bgmv_shrink", "bgmv_expand",

@@ -6,8 +6,13 @@ import pytest
 
 from langchain_ragtune.config import ServeConfig
 from langchain_ragtune.errors import ConfigError, ServingError
-from langchain_ragtune.serving.launcher import (build_command, build_env, free_port,
-                                                serving_endpoints, start_server)
+from langchain_ragtune.serving.launcher import (
+    build_command,
+    build_env,
+    free_port,
+    serving_endpoints,
+    start_server,
+)
 
 
 def _arg(cmd: list[str], flag: str) -> str:

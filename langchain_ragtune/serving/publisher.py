@@ -1,0 +1,475 @@
+"""Publish adapter versions to vLLM without downtime, and restore them after a restart.
+
+Publishing a new version of a namespace's adapter, in this order, so that any failure
+leaves the old version serving:
+
+1. **validate** the folder against the server's limits and the base model
+   (:func:`~langchain_ragtune.serving.client.validate_adapter`), before vLLM sees it;
+2. **load** it under its own, never reused name on every endpoint (never ``load_inplace``:
+   an in-place reload under load returned corrupted answers);
+3. **canary**: ask each endpoint the version's canary questions and check the answers;
+4. **switch** the namespace's current-adapter pointer in PostgreSQL (one transaction, so every
+   app replica sees the old or the new version, never a mix);
+5. **drain**: wait until requests to the old name are done (vLLM's ``/metrics``, bounded);
+6. **unload** the old name.
+
+A failure in 1-3 unloads what was loaded, records the reason in the registry and raises
+:class:`~langchain_ragtune.errors.PublishError`; the pointer never moved. A bad adapter
+(validation, a 4xx from vLLM, a wrong canary answer) is marked ``failed``; a transient
+problem (an unreachable endpoint, a 5xx) leaves it ``ready`` with the reason, so it can be
+retried. After the switch nothing can fail the publish: unload problems are only logged
+(:meth:`Publisher.reconcile` cleans leftovers up).
+
+:meth:`Publisher.reconcile` runs when ``ragtune serve`` starts (or after an endpoint
+restarted): it loads the current version of the most recently switched namespaces, up to
+``max_loras`` of them (the rest load on first use, see ``create_chat_model(load_missing=True)``),
+and unloads registered versions that are no longer current.
+
+The registry is anything with the interface of
+:class:`~langchain_ragtune.tuning.registry.AdapterRegistry`.
+
+Example:
+    >>> from langchain_ragtune.serving.publisher import Publisher      # doctest: +SKIP
+    >>> publisher = Publisher(registry, endpoints=["http://127.0.0.1:8765"])  # doctest: +SKIP
+    >>> result = publisher.publish(registry.get("user-42-v3-a1b2c3"))  # doctest: +SKIP
+    >>> result.swap_s < 0.5                                            # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_ragtune.config import ServeConfig
+from langchain_ragtune.errors import (
+    AdapterValidationError,
+    EndpointUnreachableError,
+    PublishError,
+    ServingError,
+)
+from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient, validate_adapter
+
+__all__ = [
+    "CanaryResult",
+    "PublishResult",
+    "Publisher",
+    "ReconcileResult",
+    "answer_matches",
+]
+
+logger = logging.getLogger(__name__)
+
+_SPACE = re.compile(r"\s+")
+
+
+def answer_matches(answer: str, expected: str) -> bool:
+    """Whether a canary answer contains the expected text (case and spacing ignored).
+
+    Example:
+        >>> answer_matches("Your dog is named  BISCUIT.", "biscuit")
+        True
+    """
+    norm = lambda s: _SPACE.sub(" ", s.casefold()).strip()
+    return bool(expected.strip()) and norm(expected) in norm(answer)
+
+
+@dataclass
+class CanaryResult:
+    """One canary question asked on one endpoint."""
+
+    endpoint: str
+    question: str
+    expected: str
+    answer: str
+    ok: bool
+
+
+@dataclass
+class PublishResult:
+    """What :meth:`Publisher.publish` did.
+
+    Attributes:
+        namespace: the namespace.
+        adapter_id: the published version's registry id.
+        name: its served name.
+        previous: the name it replaced (``None`` for a first version).
+        endpoints: where it was loaded.
+        load_s: seconds to load it on every endpoint.
+        canary_s: seconds spent on canaries.
+        swap_s: seconds from the start of loading to the pointer switch.
+        drain_s: seconds waited for the old name's requests.
+        canaries: every canary asked.
+        unloaded_previous: whether the old name was unloaded everywhere.
+    """
+
+    namespace: tuple[str, ...]
+    adapter_id: int
+    name: str
+    previous: str | None
+    endpoints: list[str]
+    load_s: float = 0.0
+    canary_s: float = 0.0
+    swap_s: float = 0.0
+    drain_s: float = 0.0
+    canaries: list[CanaryResult] = field(default_factory=list)
+    unloaded_previous: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["namespace"] = list(self.namespace)
+        return out
+
+
+@dataclass
+class ReconcileResult:
+    """What :meth:`Publisher.reconcile` did, per endpoint."""
+
+    loaded: list[tuple[str, str]] = field(default_factory=list)  # (endpoint, name)
+    already: list[tuple[str, str]] = field(default_factory=list)
+    unloaded: list[tuple[str, str]] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # beyond the LRU limit
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Publisher:
+    """Loads, checks, switches and unloads adapter versions on one or more vLLM endpoints.
+
+    Args:
+        registry: the adapter registry (``current``, ``currents``, ``get``, ``get_by_id``,
+            ``switch_current``, ``set_status``, ``update_metrics``).
+        endpoints: vLLM base URLs; default: ``config.vllm_urls``, else the local server.
+        config: serving settings (``max_lora_rank``, ``max_loras``, timeouts).
+        base_model_path: the served base model folder, for validation; ``None`` resolves
+            the configured one (skipped if it cannot be resolved).
+        min_drain_s: wait at least this long after the switch before unloading the old name
+            (longer than the chat models' ``refresh_s``, default 1 s).
+        drain_timeout_s: then wait at most this long for its requests to finish.
+        canary_max_tokens: answer length for canary questions.
+
+    Example:
+        >>> publisher = Publisher(registry, endpoints=[server.url])   # doctest: +SKIP
+        >>> publisher.reconcile().loaded                              # doctest: +SKIP
+        [('http://127.0.0.1:8765', 'user-42-v3-a1b2c3')]
+    """
+
+    def __init__(self, registry: Any, *, endpoints: Sequence[str] | None = None,
+                 config: ServeConfig | None = None, base_model_path: str | Path | None = None,
+                 min_drain_s: float = 1.5, drain_timeout_s: float = 30.0,
+                 canary_max_tokens: int = 48) -> None:
+        self.registry = registry
+        self.config = config or ServeConfig.from_env()
+        urls = list(endpoints or self.config.vllm_urls
+                    or [f"http://{self.config.host}:{self.config.port}"])
+        self.endpoints = [u.rstrip("/") for u in urls]
+        self._base_model_path = Path(base_model_path) if base_model_path else None
+        self.min_drain_s = min_drain_s
+        self.drain_timeout_s = drain_timeout_s
+        self.canary_max_tokens = canary_max_tokens
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _client(self, url: str) -> VLLMAdminClient:
+        return VLLMAdminClient(url, timeout=self.config.request_timeout_s)
+
+    def base_model_path(self) -> Path | None:
+        """The base model folder adapters are validated against (``None``: not resolvable)."""
+        if self._base_model_path is None:
+            from langchain_ragtune.models import resolve_base_model
+
+            try:
+                self._base_model_path = resolve_base_model()
+            except Exception as exc:  # noqa: BLE001 - validation then skips the base checks
+                logger.warning("base model not resolvable (%s): adapters are validated "
+                               "without the base-model checks", exc)
+                return None
+        return self._base_model_path
+
+    def _record(self, adapter: Any) -> Any:
+        if isinstance(adapter, int):
+            rec = self.registry.get_by_id(adapter)
+        elif isinstance(adapter, str):
+            rec = self.registry.get(adapter)
+        else:
+            return adapter
+        if rec is None:
+            raise PublishError(f"no adapter {adapter!r} is registered; list the versions with "
+                               "registry.list(namespace).")
+        return rec
+
+    def _fail(self, rec: Any, reason: str, *, bad_adapter: bool) -> PublishError:
+        """Record why publishing ``rec`` failed; return the error to raise."""
+        status = "failed" if bad_adapter else rec.status
+        try:
+            self.registry.set_status(rec.id, status if status != "serving" else "ready",
+                                     reason=reason)
+        except Exception:
+            logger.exception("could not record the failure of %s", rec.name)
+        logger.warning("publish of %s aborted, old version keeps serving: %s", rec.name, reason)
+        return PublishError(f"adapter {rec.name!r} of {tuple(rec.namespace)!r} was not published; "
+                            f"the previous version keeps serving. Reason: {reason}")
+
+    def _unload_everywhere(self, name: str, urls: Iterable[str]) -> bool:
+        ok = True
+        for url in urls:
+            try:
+                with self._client(url) as client:
+                    client.unload_adapter(name)
+            except ServingError as exc:
+                ok = False
+                logger.warning("could not unload %s from %s: %s", name, url, exc)
+        return ok
+
+    # -- publish ---------------------------------------------------------------------------
+
+    def publish(self, adapter: Any) -> PublishResult:
+        """Make ``adapter`` (a record, registry id or name) its namespace's serving version.
+
+        Returns:
+            What was done and how long each phase took.
+
+        Raises:
+            PublishError: it was not switched in (the reason is also in the registry);
+                the previous version keeps serving.
+        """
+        rec = self._record(adapter)
+        ns = tuple(rec.namespace)
+        old = self.registry.current(ns)
+        if old is not None and old.id == rec.id:
+            logger.info("%s is already the current version of %r", rec.name, ns)
+            return PublishResult(ns, rec.id, rec.name, old.name, list(self.endpoints))
+        result = PublishResult(ns, rec.id, rec.name, old.name if old else None,
+                               list(self.endpoints))
+
+        # 1. validate, before vLLM sees anything
+        try:
+            validate_adapter(rec.path, self.base_model_path(), self.config.max_lora_rank)
+        except AdapterValidationError as exc:
+            raise self._fail(rec, "; ".join(exc.problems), bad_adapter=True) from exc
+
+        # 2. load under its own name everywhere
+        started = time.monotonic()
+        loaded: list[str] = []
+        try:
+            for url in self.endpoints:
+                with self._client(url) as client:
+                    try:
+                        client.load_adapter(rec.name, rec.path)
+                    except AdapterLoadError as exc:
+                        # A retried publish may find its own name loaded from the same folder.
+                        if not ("already" in str(exc).lower()
+                                and client.adapters().get(rec.name) == str(rec.path)):
+                            raise
+                loaded.append(url)
+        except (AdapterLoadError, EndpointUnreachableError, ServingError) as exc:
+            self._unload_everywhere(rec.name, loaded)
+            # vLLM answers 400 for a refused request and 500 when its worker cannot load the
+            # adapter (e.g. a rank above --max-lora-rank): both are the adapter's fault.
+            # Unreachable endpoints and 502-504 are transient: the version stays retryable.
+            bad = isinstance(exc, AdapterLoadError) and 400 <= exc.status_code <= 500
+            raise self._fail(rec, f"loading failed: {exc}", bad_adapter=bad) from exc
+        result.load_s = time.monotonic() - started
+
+        # 3. canaries on every endpoint
+        canary_started = time.monotonic()
+        try:
+            result.canaries = self._run_canaries(rec)
+        except ServingError as exc:
+            self._unload_everywhere(rec.name, loaded)
+            raise self._fail(rec, f"canary request failed: {exc}", bad_adapter=False) from exc
+        result.canary_s = time.monotonic() - canary_started
+        wrong = [c for c in result.canaries if not c.ok]
+        if wrong:
+            self._unload_everywhere(rec.name, loaded)
+            w = wrong[0]
+            raise self._fail(rec, f"{len(wrong)} canary answer(s) wrong, e.g. {w.question!r} "
+                                  f"expected {w.expected!r}, got {w.answer!r} on {w.endpoint}",
+                             bad_adapter=True)
+
+        # 4. switch the pointer: from here on the new version serves
+        try:
+            self.registry.switch_current(ns, rec.id)
+        except Exception as exc:
+            self._unload_everywhere(rec.name, loaded)
+            raise self._fail(rec, f"switching the pointer failed: {exc}",
+                             bad_adapter=False) from exc
+        result.swap_s = time.monotonic() - started
+        logger.info("%r now served by %s (swap %.2f s)", ns, rec.name, result.swap_s)
+
+        # 5-6. drain and unload the old name; never fails the publish
+        if old is not None:
+            result.drain_s = self._drain(old.name)
+            result.unloaded_previous = self._unload_everywhere(old.name, self.endpoints)
+        self._note(rec, result)
+        return result
+
+    async def apublish(self, adapter: Any) -> PublishResult:
+        """:meth:`publish` in a worker thread (it blocks on HTTP and sleeps while draining)."""
+        return await asyncio.to_thread(self.publish, adapter)
+
+    def _run_canaries(self, rec: Any) -> list[CanaryResult]:
+        canaries = list(getattr(rec, "canaries", None) or
+                        (rec.metrics or {}).get("canaries") or [])
+        results: list[CanaryResult] = []
+        for url in self.endpoints:
+            with self._client(url) as client:
+                if not canaries:
+                    # No known answers: at least prove the adapter generates.
+                    answer = client.chat(rec.name, [{"role": "user", "content": "Hello!"}],
+                                         max_tokens=8)
+                    results.append(CanaryResult(url, "Hello!", "", answer.text, True))
+                    continue
+                for canary in canaries:
+                    question, expected = canary["question"], canary["expected"]
+                    answer = client.chat(rec.name, [{"role": "user", "content": question}],
+                                         max_tokens=self.canary_max_tokens)
+                    results.append(CanaryResult(url, question, expected, answer.text,
+                                                answer_matches(answer.text, expected)))
+        return results
+
+    def _note(self, rec: Any, result: PublishResult) -> None:
+        try:
+            self.registry.update_metrics(rec.id, {"serving": {
+                "endpoints": result.endpoints, "swap_s": round(result.swap_s, 3),
+                "load_s": round(result.load_s, 3), "canary_s": round(result.canary_s, 3),
+                "canaries_ok": sum(c.ok for c in result.canaries),
+                "canaries": len(result.canaries), "replaced": result.previous,
+                "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
+        except Exception:
+            logger.exception("could not record serving metrics of %s", rec.name)
+
+    # -- drain -----------------------------------------------------------------------------
+
+    def _in_flight(self, url: str, name: str) -> bool | None:
+        """Whether ``url`` has running or waiting requests for ``name`` (None: unknown).
+
+        Reads vLLM's ``vllm:lora_requests_info`` gauge, whose newest sample (its value is a
+        timestamp) lists the adapters with running and waiting requests; an engine with no
+        requests at all (``vllm:num_requests_running`` and ``..._waiting`` both 0) is
+        drained whatever the last sample said.
+        """
+        import httpx
+
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=5.0).text
+        except httpx.HTTPError:
+            return None
+        return lora_in_flight(text, name)
+
+    def _drain(self, name: str) -> float:
+        started = time.monotonic()
+        time.sleep(self.min_drain_s)
+        deadline = started + self.min_drain_s + self.drain_timeout_s
+        pending = list(self.endpoints)
+        while pending and time.monotonic() < deadline:
+            pending = [u for u in pending if self._in_flight(u, name)]
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            logger.warning("requests to %s still running on %s after %.0f s; unloading anyway",
+                           name, pending, self.drain_timeout_s)
+        return time.monotonic() - started
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    def reconcile(self, *, limit: int | None = None) -> ReconcileResult:
+        """Load every namespace's current version where it is missing; unload stale ones.
+
+        Args:
+            limit: load at most this many namespaces' adapters per endpoint, most recently
+                switched first; default ``config.max_loras``. The rest are loaded on first
+                use by chat models created with ``load_missing=True``.
+
+        Returns:
+            What was loaded, found, unloaded, deferred and what failed (failures are logged
+            and do not stop the others).
+        """
+        limit = self.config.max_loras if limit is None else limit
+        currents = list(self.registry.currents())
+        keep, deferred = currents[:limit], currents[limit:]
+        result = ReconcileResult(deferred=[r.name for r in deferred])
+        current_names = {r.name for r in currents}
+        base = self.base_model_path()
+        for url in self.endpoints:
+            try:
+                with self._client(url) as client:
+                    loaded = client.adapters()
+                    for rec in keep:
+                        if rec.name in loaded:
+                            result.already.append((url, rec.name))
+                            continue
+                        problems = validate_adapter(rec.path, base, self.config.max_lora_rank,
+                                                    check_values=False, raise_on_error=False)
+                        if problems:
+                            result.errors.append(f"{rec.name}: {'; '.join(problems)}")
+                            continue
+                        try:
+                            client.load_adapter(rec.name, rec.path)
+                            result.loaded.append((url, rec.name))
+                        except AdapterLoadError as exc:
+                            result.errors.append(f"{rec.name} on {url}: {exc}")
+                    # Versions that were replaced but not unloaded (a crash mid-publish).
+                    for name in loaded:
+                        if name not in current_names and self.registry.get(name) is not None:
+                            client.unload_adapter(name)
+                            result.unloaded.append((url, name))
+            except EndpointUnreachableError as exc:
+                result.errors.append(str(exc))
+        for err in result.errors:
+            logger.warning("reconcile: %s", err)
+        return result
+
+    def ensure_loaded(self, namespace: Sequence[str]) -> str | None:
+        """Load ``namespace``'s current version on every endpoint lacking it; return its name."""
+        rec = self.registry.current(tuple(namespace))
+        if rec is None:
+            return None
+        for url in self.endpoints:
+            with self._client(url) as client:
+                if rec.name not in client.adapters():
+                    try:
+                        client.load_adapter(rec.name, rec.path)
+                    except AdapterLoadError as exc:
+                        if "already" not in str(exc).lower():
+                            raise
+        return rec.name
+
+
+_SAMPLE = re.compile(r'^vllm:lora_requests_info\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)', re.MULTILINE)
+_GAUGE = re.compile(r'^vllm:num_requests_(?P<kind>running|waiting)(?:\{[^}]*\})?\s+(?P<v>\S+)',
+                    re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def lora_in_flight(metrics_text: str, name: str) -> bool | None:
+    """Parse vLLM's Prometheus text: are requests for adapter ``name`` running or waiting?
+
+    Returns ``None`` when the metrics say nothing about LoRA requests.
+
+    Example:
+        >>> text = ('vllm:num_requests_running{model_name="base"} 1.0\\n'
+        ...         'vllm:lora_requests_info{max_lora="2",running_lora_adapters="a,b",'
+        ...         'waiting_lora_adapters=""} 1.7e9\\n')
+        >>> lora_in_flight(text, "b"), lora_in_flight(text, "c")
+        (True, False)
+    """
+    totals = {m["kind"]: float(m["v"]) for m in _GAUGE.finditer(metrics_text)}
+    if totals and sum(totals.values()) == 0:
+        return False
+    samples = [(float(m["value"]), dict(_LABEL.findall(m["labels"])))
+               for m in _SAMPLE.finditer(metrics_text)]
+    if not samples:
+        return None
+    _, labels = max(samples, key=lambda s: s[0])
+    busy = set(filter(None, labels.get("running_lora_adapters", "").split(",")))
+    busy |= set(filter(None, labels.get("waiting_lora_adapters", "").split(",")))
+    return name in busy

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -271,8 +272,8 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
         "token_estimate": "characters / 4",
     }
     config = getattr(store, "config", None)
-    if config is not None:
-        metadata["store"] = {key: getattr(config, key) for key in
-                             ("schema", "ef_search", "rrf_k", "candidates", "exact_search_below")
-                             if hasattr(config, key)}
+    if dataclasses.is_dataclass(config):
+        # Every search setting, for reproducibility; never the URI (it may hold a password).
+        metadata["store"] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                             if f.name not in ("pg_uri", "home")}
     return summarize(rows, metadata=metadata, include_questions=include_questions)

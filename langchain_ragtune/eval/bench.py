@@ -2,14 +2,11 @@
 
 Each benchmark lives with the code it measures and is imported only when run:
 
-======== ================================================ ====================
-name     function                                         owner
-======== ================================================ ====================
-retrieval ``langchain_ragtune.store.bench.run_retrieval_bench``  store
-ingest   :func:`run_ingest_bench` (here)                  eval
-router   ``langchain_ragtune.router.bench.run_router_bench``     router
-swap     ``langchain_ragtune.serving.bench.run_swap_bench``      serving
-======== ================================================ ====================
+* ``retrieval``: ``langchain_ragtune.store.bench.run_retrieval_bench`` (store);
+* ``ingest``: :func:`run_ingest_bench`, here (eval);
+* ``router``: ``langchain_ragtune.router.bench.run_router_bench`` (router);
+* ``swap``: ``langchain_ragtune.serving.bench.run_swap_bench`` (serving);
+* ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs).
 
 :func:`run_bench` calls one by name with the keyword arguments it accepts (so options of
 other benches are ignored); :func:`run_all` runs every available one and
@@ -23,7 +20,7 @@ and ingest throughput with real embeddings.
 Example:
     >>> from langchain_ragtune.eval.bench import BENCHES
     >>> sorted(BENCHES)
-    ['ingest', 'retrieval', 'router', 'swap']
+    ['ingest', 'parametric', 'retrieval', 'router', 'swap']
 """
 
 from __future__ import annotations
@@ -46,12 +43,17 @@ BENCHES: dict[str, tuple[str, str]] = {
     "ingest": ("langchain_ragtune.eval.bench", "run_ingest_bench"),
     "router": ("langchain_ragtune.router.bench", "run_router_bench"),
     "swap": ("langchain_ragtune.serving.bench", "run_swap_bench"),
+    "parametric": ("langchain_ragtune.jobs.bench", "run_parametric_bench"),
 }
 
 #: Smaller settings for ``bench all --quick`` (a smoke run of every bench in minutes).
 QUICK: dict[str, dict[str, Any]] = {
     "retrieval": {"memories": 10_000, "queries": 200},
     "ingest": {"turns": 400, "ack_turns": 100},
+    "router": {"queries": 200, "e2e": False},
+    "swap": {"requests": 40, "rate_rounds": 2},
+    "parametric": {"max_steps": 10, "teacher_max_chunks": 4, "eval_questions": 16,
+                   "locomo_questions": 20},
 }
 
 

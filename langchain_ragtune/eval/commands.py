@@ -212,13 +212,15 @@ def _eval_report(args: argparse.Namespace) -> int:
 # -- ragtune bench ---------------------------------------------------------------------------
 
 def _register_bench(subparsers: Any) -> None:
+    from langchain_ragtune.eval.bench import BENCHES  # light: the benches load when run
+
     bench = subparsers.add_parser(
-        "bench", help="benchmarks: retrieval, ingest, router, swap, or all",
+        "bench", help=f"benchmarks: {', '.join(BENCHES)}, or all",
         description="Run one benchmark, or all available ones with a Markdown summary table. "
                     "Benchmarks are heavy: on a shared machine run them under "
                     "`flock /tmp/ragtune-heavy.lock`. Options a benchmark does not take are "
                     "ignored by it.")
-    bench.add_argument("which", choices=("retrieval", "ingest", "router", "swap", "all"))
+    bench.add_argument("which", choices=(*BENCHES, "all"))
     bench.add_argument("--json", metavar="FILE", dest="json_out",
                        help="write the result JSON here ('-' for stdout)")
     bench.add_argument("--md", metavar="FILE",

@@ -24,16 +24,19 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "FACT_VERSIONS",
     "Fact",
     "FactSet",
     "ensure_fact_adapter",
+    "run_swap_bench",
     "train_fact_adapter",
 ]
 
@@ -207,3 +210,197 @@ def ensure_fact_adapter(base_model: str | Path, cache_dir: str | Path, version: 
         train_fact_adapter(base_model, target, facts, steps=steps, rank=rank, seed=seed)
         logger.info("trained fact adapter %s in %.0f s", target, time.monotonic() - started)
     return target
+
+
+# --- the swap benchmark ----------------------------------------------------------------------
+
+
+def _tokens_per_s(client: Any, model: str, question: str, *, rounds: int,
+                  max_tokens: int) -> float:
+    """Sequential completions of exactly ``max_tokens`` tokens; tokens / wall seconds."""
+    tokens, seconds = 0, 0.0
+    extra = {"ignore_eos": True, "min_tokens": max_tokens}  # fixed length: comparable rates
+    client.chat(model, [{"role": "user", "content": question}], max_tokens=4)  # warm
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        answer = client.chat(model, [{"role": "user", "content": question}],
+                             max_tokens=max_tokens, extra=extra)
+        seconds += time.perf_counter() - t0
+        tokens += answer.completion_tokens
+    return tokens / seconds if seconds else 0.0
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int = 4,
+                   max_tokens: int = 16, rate_rounds: int = 5, rate_tokens: int = 32,
+                   endpoint: str | None = None, schema: str = "ragtune_bench_swap",
+                   cache_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Publish a new adapter version while concurrent requests run; count what went wrong.
+
+    1. Prepare the base model and two fact adapters (v1: the dog is Biscuit, v2: Pepper;
+       trained once and cached), start vLLM on a free port unless ``endpoint`` or
+       ``RAGTUNE_VLLM_URLS`` names one, and publish v1 for a fresh namespace through the real
+       registry (PostgreSQL, schema ``schema``).
+    2. Measure tokens/s of the base model and of the adapter: ``rate_rounds`` sequential
+       completions of exactly ``rate_tokens`` tokens each.
+    3. Send ``requests`` requests from ``concurrency`` threads (every ``base_every``-th to the
+       base model, the others through ``create_chat_model(namespace)``) and publish v2 after
+       a third of them. Every answer is checked: an adapter answer must carry the fact of the
+       version that answered it (its ``model_name``), a base answer neither fact.
+
+    Args:
+        requests: requests in the concurrent phase.
+        concurrency: client threads.
+        base_every: every n-th request goes to the base model.
+        max_tokens: answer length in the concurrent phase.
+        rate_rounds: completions per tokens/s measurement.
+        rate_tokens: tokens per completion in the tokens/s measurement.
+        endpoint: an existing vLLM endpoint (started with runtime LoRA updating).
+        schema: PostgreSQL schema for the bench's registry rows (``RAGTUNE_PG_URI`` or the
+            embedded server).
+        cache_dir: where fact adapters are cached (default ``<home>/cache/bench-adapters``).
+        quiet: no progress output.
+
+    Returns:
+        JSON-able dict with ``requests``, ``failed``, ``wrong_answers``, ``swap_s``,
+        ``base_tokens_per_s``, ``adapter_tokens_per_s`` and details.
+    """
+    import concurrent.futures as cf
+    import platform
+    import threading
+    import uuid
+
+    from langchain_ragtune.config import ModelConfig, ServeConfig, StoreConfig
+    from langchain_ragtune.models import prepare_base_model
+    from langchain_ragtune.serving.chat import create_chat_model
+    from langchain_ragtune.serving.client import VLLMAdminClient
+    from langchain_ragtune.serving.launcher import serving_endpoints
+    from langchain_ragtune.serving.publisher import Publisher, answer_matches
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.testing.fakes import HashEmbeddings
+    from langchain_ragtune.tuning.registry import AdapterRegistry, make_adapter_name
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"bench swap: {msg}", file=sys.stderr, flush=True)
+
+    t_start = time.perf_counter()
+    model_config = ModelConfig.from_env()
+    base_model = prepare_base_model(model_config, quiet=True)
+    cache = Path(cache_dir) if cache_dir else model_config.home / "cache" / "bench-adapters"
+    say("fact adapters (trained once, then cached)")
+    adapters = {v: ensure_fact_adapter(base_model, cache, v) for v in ("v1", "v2")}
+    config = ServeConfig.from_env(**({"vllm_urls": (endpoint,)} if endpoint else {}))
+    dog_q = FACT_VERSIONS["v1"].facts[0].questions[0]
+    dogs = {v: FACT_VERSIONS[v].facts[0].expected for v in ("v1", "v2")}
+
+    store = MemoryStore(StoreConfig.from_env(schema=schema), embeddings=HashEmbeddings(384),
+                        background_embedding=False)
+    say("starting vLLM" if not config.vllm_urls else f"using {config.vllm_urls}")
+    try:
+        store.setup()
+        registry = AdapterRegistry(store)
+        ns = ("bench-swap", uuid.uuid4().hex[:8])
+        with serving_endpoints(config, port=0) as urls:
+            url = urls[0]
+            publisher = Publisher(registry, endpoints=[url], config=config,
+                                  base_model_path=base_model)
+            recs = {}
+            for v in ("v1", "v2"):
+                n = registry.next_version(ns)
+                recs[v] = registry.register(
+                    ns, n, make_adapter_name(ns, n), str(adapters[v]), str(base_model),
+                    watermark_seq=n, metrics={"canaries": FACT_VERSIONS[v].canaries})
+            publisher.publish(recs["v1"])
+
+            say("tokens/s of the base model and of the adapter")
+            with VLLMAdminClient(url) as client:
+                base_tps = _tokens_per_s(client, config.served_model_name, dog_q,
+                                         rounds=rate_rounds, max_tokens=rate_tokens)
+                adapter_tps = _tokens_per_s(client, recs["v1"].name, dog_q,
+                                            rounds=rate_rounds, max_tokens=rate_tokens)
+
+            say(f"{requests} requests from {concurrency} threads, publishing v2 meanwhile")
+            server_config = ServeConfig.from_env(vllm_urls=(url,))
+            adapter_llm = create_chat_model(ns, registry=registry, config=server_config,
+                                            refresh_s=0.5, max_tokens=max_tokens)
+            base_llm = create_chat_model(config=server_config, max_tokens=max_tokens)
+            version_of = {recs[v].name: v for v in recs}
+            counter = iter(range(requests))
+            lock = threading.Lock()
+            done = threading.Event()
+            records: list[dict[str, Any]] = []
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        i = next(counter, None)
+                    if i is None:
+                        return
+                    kind = "base" if i % base_every == 0 else "adapter"
+                    llm = base_llm if kind == "base" else adapter_llm
+                    t0 = time.perf_counter()
+                    item: dict[str, Any] = {"kind": kind}
+                    try:
+                        msg = llm.invoke(dog_q)
+                        item["model"] = msg.response_metadata.get("model_name")
+                        item["text"] = msg.content
+                        if kind == "base":
+                            item["ok"] = not any(answer_matches(msg.content, d)
+                                                 for d in dogs.values())
+                        else:
+                            v = version_of.get(item["model"] or "")
+                            item["ok"] = v is not None and answer_matches(msg.content, dogs[v])
+                    except Exception as exc:  # noqa: BLE001 - counted as failed
+                        item["error"] = f"{type(exc).__name__}: {exc}"
+                    item["latency_s"] = time.perf_counter() - t0
+                    with lock:
+                        records.append(item)
+                        if len(records) >= requests // 3:
+                            done.set()
+
+            with cf.ThreadPoolExecutor(concurrency) as pool:
+                futures = [pool.submit(worker) for _ in range(concurrency)]
+                done.wait()
+                result = publisher.publish(recs["v2"])
+                for f in futures:
+                    f.result()
+            with VLLMAdminClient(url) as client:
+                loaded_after = sorted(client.adapters())
+    finally:
+        store.close()
+
+    failed = [r for r in records if "error" in r]
+    wrong = [r for r in records if "error" not in r and not r["ok"]]
+    lat = {k: [r["latency_s"] for r in records if r["kind"] == k and "error" not in r]
+           for k in ("base", "adapter")}
+    served = {k: sum(1 for r in records if r.get("model") == recs[k].name) for k in recs}
+    return {
+        "requests": len(records),
+        "failed": len(failed),
+        "wrong_answers": len(wrong),
+        "swap_s": round(result.swap_s, 3),
+        "base_tokens_per_s": round(base_tps, 1),
+        "adapter_tokens_per_s": round(adapter_tps, 1),
+        "swap": {"load_s": round(result.load_s, 3), "canary_s": round(result.canary_s, 3),
+                 "switch_s": round(result.switch_s, 3),
+                 "swap_without_canaries_s": round(result.swap_s - result.canary_s, 3),
+                 "drain_s": round(result.drain_s, 3), "canaries": len(result.canaries),
+                 "old_unloaded": result.unloaded_previous and recs["v1"].name not in loaded_after},
+        "answers_by_version": served,
+        "latency_s": {k: {"p50": _pct(v, 0.5), "p95": _pct(v, 0.95)} for k, v in lat.items()},
+        "examples": {"failed": failed[:3], "wrong": wrong[:3]},
+        "settings": {"concurrency": concurrency, "base_every": base_every,
+                     "max_tokens": max_tokens, "rate_tokens": rate_tokens,
+                     "rate_rounds": rate_rounds, "max_loras": config.max_loras},
+        "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5},
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }

@@ -103,7 +103,9 @@ class PublishResult:
         endpoints: where it was loaded.
         load_s: seconds to load it on every endpoint.
         canary_s: seconds spent on canaries.
-        swap_s: seconds from the start of loading to the pointer switch.
+        switch_s: seconds the pointer switch (one PostgreSQL transaction) took.
+        swap_s: seconds from the start of loading to the end of the switch (load +
+            canaries + switch).
         drain_s: seconds waited for the old name's requests.
         canaries: every canary asked.
         unloaded_previous: whether the old name was unloaded everywhere.
@@ -116,6 +118,7 @@ class PublishResult:
     endpoints: list[str]
     load_s: float = 0.0
     canary_s: float = 0.0
+    switch_s: float = 0.0
     swap_s: float = 0.0
     drain_s: float = 0.0
     canaries: list[CanaryResult] = field(default_factory=list)
@@ -283,7 +286,7 @@ class Publisher:
         canary_started = time.monotonic()
         try:
             result.canaries = self._run_canaries(rec)
-        except ServingError as exc:
+        except (ServingError, AdapterLoadError) as exc:
             self._unload_everywhere(rec.name, loaded)
             raise self._fail(rec, f"canary request failed: {exc}", bad_adapter=False) from exc
         result.canary_s = time.monotonic() - canary_started
@@ -296,12 +299,14 @@ class Publisher:
                              bad_adapter=True)
 
         # 4. switch the pointer: from here on the new version serves
+        switch_started = time.monotonic()
         try:
             self.registry.switch_current(ns, rec.id)
         except Exception as exc:
             self._unload_everywhere(rec.name, loaded)
             raise self._fail(rec, f"switching the pointer failed: {exc}",
                              bad_adapter=False) from exc
+        result.switch_s = time.monotonic() - switch_started
         result.swap_s = time.monotonic() - started
         logger.info("%r now served by %s (swap %.2f s)", ns, rec.name, result.swap_s)
 
@@ -317,24 +322,29 @@ class Publisher:
         return await asyncio.to_thread(self.publish, adapter)
 
     def _run_canaries(self, rec: Any) -> list[CanaryResult]:
+        """Ask every canary on every endpoint, all at once (vLLM batches them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         canaries = list(getattr(rec, "canaries", None) or
                         (rec.metrics or {}).get("canaries") or [])
-        results: list[CanaryResult] = []
-        for url in self.endpoints:
-            with self._client(url) as client:
-                if not canaries:
-                    # No known answers: at least prove the adapter generates.
-                    answer = client.chat(rec.name, [{"role": "user", "content": "Hello!"}],
-                                         max_tokens=8)
-                    results.append(CanaryResult(url, "Hello!", "", answer.text, True))
-                    continue
-                for canary in canaries:
-                    question, expected = canary["question"], canary["expected"]
-                    answer = client.chat(rec.name, [{"role": "user", "content": question}],
-                                         max_tokens=self.canary_max_tokens)
-                    results.append(CanaryResult(url, question, expected, answer.text,
-                                                answer_matches(answer.text, expected)))
-        return results
+        # No known answers: at least prove the adapter generates.
+        asks = [(c["question"], c["expected"]) for c in canaries] or [("Hello!", "")]
+        jobs = [(url, q, e) for url in self.endpoints for q, e in asks]
+        clients = {url: self._client(url) for url in self.endpoints}
+
+        def ask(job: tuple[str, str, str]) -> CanaryResult:
+            url, question, expected = job
+            answer = clients[url].chat(rec.name, [{"role": "user", "content": question}],
+                                       max_tokens=self.canary_max_tokens if expected else 8)
+            ok = answer_matches(answer.text, expected) if expected else bool(answer.text)
+            return CanaryResult(url, question, expected, answer.text, ok)
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
+                return list(pool.map(ask, jobs))
+        finally:
+            for client in clients.values():
+                client.close()
 
     def _note(self, rec: Any, result: PublishResult) -> None:
         try:

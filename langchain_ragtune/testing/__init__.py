@@ -7,6 +7,6 @@ Example:
     True
 """
 
-from langchain_ragtune.testing.fakes import HashEmbeddings
+from langchain_ragtune.testing.fakes import EchoChatModel, HashEmbeddings
 
-__all__ = ["HashEmbeddings"]
+__all__ = ["EchoChatModel", "HashEmbeddings"]

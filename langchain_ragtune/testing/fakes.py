@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
-__all__ = ["HashEmbeddings"]
+__all__ = ["EchoChatModel", "HashEmbeddings"]
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -41,3 +45,30 @@ class HashEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self._embed(text)
+
+
+class EchoChatModel(BaseChatModel):
+    """A chat model that answers instantly and deterministically from its prompt.
+
+    It replies ``"<prefix>: <latest human text>"`` and, when a system message carries
+    memory context, appends ``" | context: <first 80 characters>"``, so tests can tell
+    which context reached the model. Thread-safe (no state).
+
+    Attributes:
+        prefix: the start of every reply.
+    """
+
+    prefix: str = "echo"
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragtune-echo"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        human = next((m for m in reversed(messages) if m.type == "human"), None)
+        system = next((m for m in messages if m.type == "system"), None)
+        text = f"{self.prefix}: {human.content if human else ''}"
+        if system is not None and str(system.content).strip():
+            text += f" | context: {str(system.content)[:80]}"
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])

@@ -21,7 +21,14 @@ __all__ = ["parse_namespace", "register"]
 
 def parse_namespace(text: str) -> tuple[str, ...]:
     """``"org/user-42"`` -> ``("org", "user-42")``: the CLI spelling of a namespace."""
-    return tuple(p for p in text.split("/") if p) or (text,)
+    from langchain_ragtune.errors import InvalidInputError
+    from langchain_ragtune.store.types import validate_namespace
+
+    parts = tuple(text.split("/"))
+    if any(not p.strip() for p in parts):
+        raise InvalidInputError(f"--namespace {text!r} has an empty label; write labels "
+                                "separated by single slashes, e.g. 'org/user-42'.")
+    return validate_namespace(parts)
 
 
 def open_store() -> Any:
@@ -123,12 +130,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
             return 1
     with open_store() as store:
         out = store.forget(ns)
-    # Adapters on disk and in vLLM go too, where those parts are installed and configured.
-    try:
+    # Adapters on disk and loaded in vLLM go too.
+    if out["adapters"]:
         from langchain_ragtune.jobs.forget import forget_adapters
-    except ImportError:
-        forget_adapters = None
-    if forget_adapters is not None and out["adapters"]:
+
         out["adapters_removed"] = forget_adapters(ns, out["adapters"])
     if args.json:
         print_json({"namespace": list(ns), **out})

@@ -85,3 +85,12 @@ def test_refresh_graph_reads_the_namespace_from_config(monkeypatch):
     monkeypatch.setattr(module, "open_store", lambda: None)
     out = graph.invoke({}, {"configurable": {"user_id": "42"}})
     assert seen["namespace"] == ("user-42",) and out["result"]["status"] == "up_to_date"
+
+
+def test_examples_compile():
+    import py_compile
+
+    scripts = sorted((ROOT / "examples").glob("*.py"))
+    assert len(scripts) >= 3
+    for script in scripts:
+        py_compile.compile(str(script), doraise=True)

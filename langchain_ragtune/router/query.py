@@ -171,16 +171,19 @@ def is_echo(query_terms: frozenset[str], text: str, threshold: float = 0.8) -> b
     """Whether ``text`` is the query itself again (the user asked it before).
 
     The remember node stores every question; searching for the same question later finds
-    it first, and it carries no answer. An echo holds at least ``threshold`` of the query's
-    content terms and not many more.
+    it first, and it carries no answer. An echo is a question holding at least
+    ``threshold`` of the query's content terms and not many more (a statement with the same
+    words is an answer, not an echo).
 
     Example:
         >>> is_echo(content_terms("What is my dog's name?"), "what's my dog's name??")
         True
         >>> is_echo(content_terms("What is my dog's name?"), "My dog's name is Biscuit, a beagle.")
         False
+        >>> is_echo(content_terms("Which beer do I brew?"), "I brew my own beer.")
+        False
     """
-    if not query_terms:
+    if not query_terms or not text.rstrip().endswith("?"):
         return False
     hit = content_terms(text)
     return (len(query_terms & hit) >= threshold * len(query_terms)

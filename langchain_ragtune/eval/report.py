@@ -118,6 +118,10 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
     """The Markdown report of ``results`` (``images``: PNG file names to embed)."""
     series = series_of(results)
     meta = dict(results[0].get("metadata") or {}) if results else {}
+    for key in _LABEL_KEYS:  # settings that differ between runs are in the series labels
+        if len({json.dumps((r.get("metadata") or {}).get(key), default=str)
+                for r in results}) > 1:
+            meta[key] = "varies (see below)"
     machine = meta.get("machine") or {}
     data = meta.get("data") or {}
     lines = ["# LoCoMo evaluation report", ""]
@@ -130,7 +134,8 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
         f"{len(meta.get('conversations') or [])} conversation(s), "
         f"{meta.get('n_questions', '?')} questions",
         f"- embeddings: {meta.get('embedding_model', '?')}; k={meta.get('k')}; "
-        f"window={meta.get('window')}; search mode: {meta.get('search_mode')}",
+        f"window={meta.get('window')}; search mode: {meta.get('search_mode')}"
+        + (f"; command: `{meta['command']}`" if meta.get("command") else ""),
         "- overall = mean over categories 1 (multi-hop), 2 (temporal) and 4 (single-hop); "
         "all = every category; 5 is adversarial (unanswerable).",
         "",
@@ -155,10 +160,10 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
     lines += ["## Latency and memory", ""]
     lines += _table(
         ["mode", "p50 ms", "p95 ms", "memory tokens (mean)", "questions", "prepare s"],
-        [[s.label, (s.entry.get("latency_ms") or {}).get("p50"),
-          (s.entry.get("latency_ms") or {}).get("p95"),
-          (s.entry.get("memory_tokens") or {}).get("mean"), s.entry.get("n_questions"),
-          (s.entry.get("prepare") or {}).get("seconds")] for s in series]) + [""]
+        [[s.label, _fmt((s.entry.get("latency_ms") or {}).get("p50"), 1),
+          _fmt((s.entry.get("latency_ms") or {}).get("p95"), 1),
+          _fmt((s.entry.get("memory_tokens") or {}).get("mean"), 0), s.entry.get("n_questions"),
+          _fmt((s.entry.get("prepare") or {}).get("seconds"), 1)] for s in series]) + [""]
     by_conv = [s for s in series if s.entry.get("recall_by_conversation")]
     if by_conv:
         convs = list(dict.fromkeys(c for s in by_conv for c in s.entry["recall_by_conversation"]))

@@ -258,6 +258,12 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         cb_after, answers = evaluator.score(heldout, adapter=tmp, progress=progress)
         can_after, can_answers = evaluator.score(canaries, adapter=tmp)
         eval_secs = time.monotonic() - t0
+    except OSError as exc:  # a full disk, a lost mount: a failed refresh, not a crash
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(
+            f"writing the adapter into {home} failed: {exc}. Free space there (or point "
+            "RAGTUNE_HOME / adapters_dir at a larger disk) and refresh again; the current "
+            "version keeps serving.") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,7 +20,7 @@ and ingest throughput with real embeddings.
 Example:
     >>> from langchain_ragtune.eval.bench import BENCHES
     >>> sorted(BENCHES)
-    ['ingest', 'parametric', 'retrieval', 'router', 'swap']
+    ['ingest', 'load', 'parametric', 'retrieval', 'router', 'swap']
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ BENCHES: dict[str, tuple[str, str]] = {
     "router": ("langchain_ragtune.router.bench", "run_router_bench"),
     "swap": ("langchain_ragtune.serving.bench", "run_swap_bench"),
     "parametric": ("langchain_ragtune.jobs.bench", "run_parametric_bench"),
+    "load": ("langchain_ragtune.eval.load", "run_load_bench"),
 }
 
 #: Smaller settings for ``bench all --quick`` (a smoke run of every bench in minutes).
 QUICK: dict[str, dict[str, Any]] = {
     "retrieval": {"memories": 10_000, "queries": 200},
+    "load": {"sessions": 10, "seconds": 10},
     "ingest": {"turns": 400, "ack_turns": 100},
     "router": {"queries": 200, "e2e": False},
     "swap": {"requests": 40, "rate_rounds": 2},

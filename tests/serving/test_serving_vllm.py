@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
 import shutil
 import threading
 import time
@@ -92,6 +96,8 @@ def test_without_the_plugin_the_bug_shows(serving_base_model, fact_adapters, uni
         with VLLMAdminClient(server.url) as client:
             names = _load_both(client, fact_adapters, unique_name)
         answers = _mixed_batch(server.url, names)
+    with pytest.raises(ProcessLookupError):  # stop() ended vLLM's whole process group
+        os.killpg(server.process.pid, 0)
     leaked = [t for t in answers["base"] if "Biscuit" in t or "Pepper" in t]
     assert leaked, f"the -1 index bug did not show without the plugin: {answers['base']}"
     assert "fix disabled" in (tmp_path / "vllm-nofix.log").read_text()
@@ -276,3 +282,24 @@ async def test_chat_model_streams_and_awaits_on_the_real_server(
     chunks = [c.content async for c in llm.astream(DOG_Q)]
     assert len(chunks) > 3 and "Biscuit" in "".join(chunks)
     assert "Biscuit" in "".join(c.content for c in llm.stream(DOG_Q))
+
+
+def test_serve_command_reconciles_an_attached_endpoint(registry, publisher, vllm_admin, store,
+                                                       fact_adapters, serving_base_model,
+                                                       unique_name, pg_uri) -> None:
+    """`ragtune serve --once` on an endpoint that lost its adapters (a restart) restores them."""
+    ns = (unique_name("cli"),)
+    v1 = _register(registry, ns, "v1", fact_adapters["v1"], serving_base_model)
+    publisher.publish(v1)
+    vllm_admin.unload_adapter(v1.name)  # what a restarted server looks like
+    env = {**os.environ, "RAGTUNE_VLLM_URLS": publisher.endpoints[0], "RAGTUNE_PG_URI": pg_uri,
+           "RAGTUNE_SCHEMA": store.schema, "RAGTUNE_MAX_LORAS": "100",
+           "RAGTUNE_MAX_CPU_LORAS": "100"}
+    out = subprocess.run([sys.executable, "-m", "langchain_ragtune.cli", "serve", "--once",
+                          "--json"], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["endpoints"] == publisher.endpoints
+    assert [publisher.endpoints[0], v1.name] in summary["reconcile"]["loaded"]
+    assert "Biscuit" in ask(vllm_admin, v1.name)

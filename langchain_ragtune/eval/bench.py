@@ -6,7 +6,8 @@ Each benchmark lives with the code it measures and is imported only when run:
 * ``ingest``: :func:`run_ingest_bench`, here (eval);
 * ``router``: ``langchain_ragtune.router.bench.run_router_bench`` (router);
 * ``swap``: ``langchain_ragtune.serving.bench.run_swap_bench`` (serving);
-* ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs).
+* ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs);
+* ``load``: ``langchain_ragtune.eval.load.run_load_bench`` (concurrent chat sessions).
 
 :func:`run_bench` calls one by name with the keyword arguments it accepts (so options of
 other benches are ignored); :func:`run_all` runs every available one and

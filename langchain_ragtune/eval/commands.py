@@ -106,7 +106,8 @@ def _parse_categories(value: str | None) -> list[int] | None:
     try:
         cats = sorted({int(c) for c in _csv(value)})
     except ValueError:
-        raise InvalidInputError(f"--categories {value!r} must be numbers 1-5, e.g. 1,2,4.") from None
+        raise InvalidInputError(
+            f"--categories {value!r} must be numbers 1-5, e.g. 1,2,4.") from None
     if not cats or any(c not in range(1, 6) for c in cats):
         raise InvalidInputError(f"--categories {value!r} must be numbers 1-5, e.g. 1,2,4.")
     return cats
@@ -155,8 +156,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _eval_locomo(args: argparse.Namespace) -> int:
-    from langchain_ragtune.eval.locomo import (SAMPLE_PATH, find_locomo_path, load_locomo,
-                                               select_conversations)
+    from langchain_ragtune.eval.locomo import (
+        SAMPLE_PATH,
+        find_locomo_path,
+        load_locomo,
+        select_conversations,
+    )
     from langchain_ragtune.eval.retrieval_eval import file_sha256, run_retrieval_eval
 
     _parse_modes(args.mode)
@@ -170,7 +175,8 @@ def _eval_locomo(args: argparse.Namespace) -> int:
         out = Path(args.json_out)
         records = str(out.with_name(out.stem + ".questions.jsonl"))
     if args.resume and not records:
-        raise InvalidInputError("--resume needs a records file: pass --records FILE or --json FILE.")
+        raise InvalidInputError(
+            "--resume needs a records file: pass --records FILE or --json FILE.")
 
     from langchain_ragtune.store import MemoryStore
 
@@ -178,7 +184,8 @@ def _eval_locomo(args: argparse.Namespace) -> int:
         store.setup()
         result = run_retrieval_eval(
             store, conversations, k=args.k, window=args.window, search_mode=args.search_mode,
-            categories=categories, namespace_prefix=(args.namespace_prefix,), reuse=args.reuse_ingest,
+            categories=categories, namespace_prefix=(args.namespace_prefix,),
+            reuse=args.reuse_ingest,
             records_path=records, resume=args.resume, progress=not args.no_progress,
             max_questions=args.max_questions,
             data={"path": str(path), "sha256": file_sha256(path),

@@ -95,7 +95,7 @@ def token_f1(prediction: Any, gold: Any) -> float:
     """F1 of Porter-stemmed, normalised tokens (the official ``f1_score``).
 
     Example:
-        >>> token_f1("running marathons", "she runs a marathon")  # run, marathon / she, run, marathon
+        >>> token_f1("running marathons", "she runs a marathon")  # P = 2/2, R = 2/3
         0.8
         >>> token_f1("", "")
         0.0

@@ -85,7 +85,7 @@ def series_of(results: Sequence[Mapping[str, Any]]) -> list[Series]:
     differing = [key for key in _LABEL_KEYS
                  if len({json.dumps(m.get(key), default=str) for m in metas}) > 1]
     out = []
-    for result, meta in zip(results, metas):
+    for result, meta in zip(results, metas, strict=True):
         suffix = ", ".join(f"{key}={meta.get(key)}" for key in differing)
         for mode, entry in result["modes"].items():
             label = f"{mode} ({suffix})" if suffix else mode
@@ -260,7 +260,7 @@ def _route_mix(plt: Any, series: Sequence[Series], path: Path) -> bool:
     for route in routes:
         shares = [routers[lbl]["mix"].get(route, 0.0) for lbl in labels]
         ax.barh(labels, shares, left=left, label=route)
-        left = [a + b for a, b in zip(left, shares)]
+        left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of questions")
     ax.legend(fontsize=8, loc="lower right")

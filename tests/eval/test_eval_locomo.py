@@ -35,7 +35,8 @@ def _minimal(**conv_extra):
     conv = {"speaker_a": "Ann", "speaker_b": "Bob",
             "session_1_date_time": "9:05 pm on 2 January, 2024",
             "session_1": [{"speaker": "Ann", "dia_id": "D1:1", "text": "Hello"},
-                          {"speaker": "Bob", "dia_id": "D1:2", "text": "", "blip_caption": "a cat"}]}
+                          {"speaker": "Bob", "dia_id": "D1:2", "text": "",
+                           "blip_caption": "a cat"}]}
     conv.update(conv_extra)
     return [{"sample_id": "c1", "conversation": conv,
              "qa": [{"question": "Q?", "answer": 2022, "evidence": ["D1:1; D1:2"], "category": 2},

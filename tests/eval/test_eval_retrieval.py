@@ -79,7 +79,8 @@ class FakeStore:
 
 
 def _tiny():
-    conv = {"speaker_a": "Ann", "speaker_b": "Bob", "session_1_date_time": "9:00 am on 1 June, 2024",
+    conv = {"speaker_a": "Ann", "speaker_b": "Bob",
+            "session_1_date_time": "9:00 am on 1 June, 2024",
             "session_1": [
                 {"speaker": "Ann", "dia_id": "D1:1", "text": "my kite is red"},
                 {"speaker": "Bob", "dia_id": "D1:2", "text": "nice weather"},
@@ -88,7 +89,8 @@ def _tiny():
             "session_2_date_time": "9:00 am on 2 June, 2024",
             "session_2": [{"speaker": "Bob", "dia_id": "D2:1", "text": "my boat is blue"}]}
     qa = [
-        {"question": "what colour is the kite", "answer": "red", "evidence": ["D1:1"], "category": 4},
+        {"question": "what colour is the kite", "answer": "red", "evidence": ["D1:1"],
+         "category": 4},
         {"question": "boat colour", "answer": "blue", "evidence": ["D2:1", "D1:2"], "category": 1},
         {"question": "anything", "answer": "x", "evidence": [], "category": 3},
         {"question": "kite", "answer": "x", "evidence": ["D9:9"], "category": 2},

@@ -80,9 +80,9 @@ class DemoPlan:
                               "max_seq_len": 256},
                        gate={"eval_max_questions": 8, "eval_max_new_tokens": 32, "gate": False})
         return cls(quick=False, per_category={4: 4, 2: 3, 1: 2, 3: 2}, max_new_tokens=64,
-                   distill={"teacher": "local", "teacher_max_chunks": 6, "max_examples": 320,
+                   distill={"teacher": "local", "teacher_max_chunks": 6, "max_examples": 240,
                             "canaries": 3},
-                   train={"epochs": 2.0, "batch_size": 8},
+                   train={"epochs": 2.0, "batch_size": 8, "max_seq_len": 384},
                    gate={"eval_max_questions": 24, "eval_max_new_tokens": 48})
 
 

@@ -110,7 +110,7 @@ def memory_system_message(state: dict[str, Any]) -> Any:
 
     Example:
         >>> memory_system_message({"memory_route": "none"}).content[:20]
-        'You are a helpful, f'
+        'You are a helpful as'
     """
     from langchain_core.messages import SystemMessage
 

@@ -43,8 +43,10 @@ RETRIEVAL_SYSTEM_PROMPT = (
     "briefly from the memories below, with names and dates. If they do not contain the "
     "answer, say you do not remember.")
 
-#: The ``none`` route: no memory is involved.
-GENERAL_SYSTEM_PROMPT = "You are a helpful, friendly assistant. Answer briefly."
+#: The ``none`` route: no memory is involved. (Kept plain: with "..., friendly assistant.
+#: Answer briefly." SmolLM2-135M answered "What is the capital of France?" with French
+#: gibberish; with this one, "The capital of France is Paris.")
+GENERAL_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def _date(value: Any) -> str:

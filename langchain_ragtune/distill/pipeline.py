@@ -263,22 +263,24 @@ def choose_canaries(drafts: Sequence[tuple[Draft, str]], n: int, *, seed: int,
 
 
 def _cap(examples: list[Example], max_examples: int, seed: int) -> list[Example]:
-    """Stratified sample of training examples (canaries always kept); held-out untouched."""
+    """Sample the training examples down to ``max_examples``; held-out ones are untouched.
+
+    Canaries are always kept. The holistic kinds (global, broader, digest) are few and are
+    what retrieval cannot do, so they are kept whole up to half the budget; the local
+    questions, by far the most numerous, fill the rest by a seeded random sample.
+    """
     train = [e for e in examples if e.split == "train"]
     if not max_examples or len(train) <= max_examples:
         return examples
     rng = random.Random(seed)
     must = [e for e in train if e.meta.get("canary")]
-    rest = [e for e in train if not e.meta.get("canary")]
+    holistic = [e for e in train if not e.meta.get("canary") and e.kind != "local"]
+    local = [e for e in train if not e.meta.get("canary") and e.kind == "local"]
     budget = max(0, max_examples - len(must))
-    by_kind: dict[str, list[Example]] = {}
-    for e in rest:
-        by_kind.setdefault(e.kind, []).append(e)
-    keep = set(map(id, must))
-    for kind, items in by_kind.items():
-        share = max(1, round(budget * len(items) / len(rest)))
-        for e in rng.sample(items, min(share, len(items))):
-            keep.add(id(e))
+    if len(holistic) > budget // 2:
+        holistic = rng.sample(holistic, budget // 2)
+    local = rng.sample(local, min(len(local), budget - len(holistic)))
+    keep = set(map(id, must + holistic + local))
     return [e for e in examples if e.split != "train" or id(e) in keep]
 
 

@@ -272,6 +272,9 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
         gradient_accumulation_steps=config.grad_accum,
         warmup_steps=float(config.warmup_ratio),  # a float in [0, 1) is a ratio of all steps
         lr_scheduler_type="linear",
+        # Batches of similar lengths: little padding when short quotes and long aggregated
+        # answers mix (still shuffled, and seeded).
+        train_sampling_strategy="group_by_length",
         weight_decay=0.0,
         logging_steps=max(1, min(10, len(rows) // config.batch_size or 1)),
         save_strategy="no",

@@ -1,0 +1,236 @@
+"""The parametric-memory benchmark: distill and tune one LoCoMo conversation, measure it.
+
+Measured on one conversation (``conv-26`` by default), in a throwaway schema:
+
+* distillation: examples per kind, examples per minute, rejection rates per reason, teacher
+  counters (with the local teacher on a bounded number of chunks);
+* training: steps, seconds, seconds per step, loss;
+* closed-book accuracy on the held-out distilled questions, base model vs adapter;
+* LoCoMo token F1 of the parametric route alone (no retrieval), base model vs adapter, per
+  category (the official scoring from :mod:`langchain_ragtune.eval.metrics`).
+
+Heavy (minutes): run it under ``flock /tmp/ragtune-heavy.lock`` on a shared machine.
+
+Example:
+    $ flock /tmp/ragtune-heavy.lock python -m langchain_ragtune.jobs.bench --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_parametric_bench"]
+
+
+def _say(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(f"bench parametric: {msg}", file=sys.stderr, flush=True)
+
+
+def _locomo_f1(evaluator: Any, conv: Any, adapter: Any, categories: tuple[int, ...],
+               max_questions: int | None) -> dict[str, Any]:
+    from langchain_ragtune.eval.metrics import score_answer
+
+    qs = [q for q in conv.qa if q.category in categories]
+    if max_questions:
+        qs = qs[:max_questions]
+    t0 = time.monotonic()
+    answers = evaluator.answer([q.question for q in qs], adapter=adapter)
+    secs = time.monotonic() - t0
+    per: dict[str, list[float]] = {}
+    for q, a in zip(qs, answers):
+        gold = q.answer if q.category != 5 else (q.adversarial_answer or "")
+        per.setdefault(q.category_name, []).append(score_answer(a, gold, q.category))
+    allv = [v for vs in per.values() for v in vs]
+    return {"f1": round(sum(allv) / len(allv), 4) if allv else None,
+            "per_category": {k: {"f1": round(sum(v) / len(v), 4), "n": len(v)}
+                             for k, v in sorted(per.items())},
+            "questions": len(qs), "seconds": round(secs, 1),
+            "sample": [{"question": q.question, "gold": q.answer, "answer": a}
+                       for q, a in list(zip(qs, answers))[:5]]}
+
+
+def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-26",
+                         teacher: str | None = "local", teacher_max_chunks: int = 12,
+                         max_examples: int = 480, epochs: float = 2.0, max_steps: int = 0,
+                         batch_size: int = 8, eval_questions: int = 48,
+                         locomo_questions: int | None = None,
+                         categories: tuple[int, ...] = (1, 2, 3, 4),
+                         train: bool = True, quiet: bool = False,
+                         json_out: str | None = None) -> dict[str, Any]:
+    """Distill, train and evaluate parametric memory for one LoCoMo conversation.
+
+    Args:
+        data: a LoCoMo-format file (default: the shared development set).
+        conversation: the conversation's ``sample_id``.
+        teacher: ``"local"``, ``None``/``"none"``, or a chat model string.
+        teacher_max_chunks: chunks the teacher sees (bounds its time).
+        max_examples: training examples kept (stratified sample).
+        epochs, max_steps, batch_size: training length.
+        eval_questions: held-out distilled questions evaluated closed-book.
+        locomo_questions: LoCoMo questions asked (None = all of ``categories``).
+        categories: LoCoMo categories asked (1-4 by default; 5 is adversarial).
+        train: train and evaluate (False: distillation numbers only).
+        quiet: no progress output.
+        json_out: also write the result here.
+
+    Returns:
+        The measurements as a JSON-able dict.
+    """
+    from langchain_ragtune.config import ModelConfig, ServeConfig, StoreConfig
+    from langchain_ragtune.distill.pipeline import DistillConfig, distill
+    from langchain_ragtune.eval.locomo import load_locomo, to_turns
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.testing import HashEmbeddings
+
+    started = time.monotonic()
+    convs = [c for c in load_locomo(data) if c.sample_id == conversation]
+    if not convs:
+        raise ValueError(f"conversation {conversation!r} is not in the LoCoMo file.")
+    conv = convs[0]
+    model_cfg = ModelConfig.from_env()
+    home = Path(tempfile.mkdtemp(prefix="ragtune-bench-param-"))
+    schema = f"bench_param_{uuid.uuid4().hex[:8]}"
+    # Only listing is used: the fake embeddings keep the benchmark off the embedding model.
+    store = MemoryStore(StoreConfig.from_env(schema=schema), embeddings=HashEmbeddings(),
+                        background_embedding=False)
+    out: dict[str, Any] = {
+        "bench": "parametric", "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {_cores()} cores, {platform.python_version()}",
+        "conversation": conversation, "turns": conv.n_turns, "sessions": len(conv.sessions),
+        "settings": {"teacher": teacher, "teacher_max_chunks": teacher_max_chunks,
+                     "max_examples": max_examples, "epochs": epochs, "max_steps": max_steps,
+                     "batch_size": batch_size, "eval_questions": eval_questions},
+    }
+    ns = (f"bench-{conversation}",)
+    try:
+        store.setup()
+        store.add(ns, to_turns(conv))
+        _say(quiet, f"distilling {conv.n_turns} turns of {conversation} (teacher {teacher})")
+        cfg = DistillConfig(teacher=teacher, teacher_max_chunks=teacher_max_chunks,
+                            max_examples=max_examples)
+        t0 = time.monotonic()
+        dist = distill(ns, store=store, config=cfg, model_config=model_cfg, progress=not quiet)
+        secs = time.monotonic() - t0
+        stats = dist.stats
+        drafts = sum(stats["drafts"].values())
+        out["distill"] = {
+            "seconds": round(secs, 1), "examples": stats["examples"],
+            "train": stats["train"], "heldout": stats["heldout"],
+            "examples_per_minute": round(len(dist.examples) / secs * 60, 1) if secs else None,
+            "drafts": stats["drafts"], "drafts_by_origin": stats["drafts_by_origin"],
+            "rejected": stats["rejected"], "rejection_rate": stats["rejection_rate"],
+            "rejection_rate_by_reason": {k: round(v / drafts, 4)
+                                         for k, v in stats["rejected"].items()} if drafts else {},
+            "teacher": stats["teacher"], "input": stats["input"],
+            "sample": [{"kind": s["kind"], "question": s["messages"][1]["content"],
+                        "answer": s["messages"][2]["content"][:300]} for s in stats["sample"]],
+        }
+        _say(quiet, f"distilled {len(dist.examples)} examples in {secs:.0f} s: {stats['examples']}")
+        if train and dist.dataset is not None:
+            from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+            from langchain_ragtune.tuning.publish import GateConfig, train_namespace
+            from langchain_ragtune.tuning.train import TrainConfig
+
+            base = model_cfg.base_model
+            run_cfg = ModelConfig(base_model=base, home=home, torch_threads=model_cfg.torch_threads)
+            if base is None:
+                from langchain_ragtune.models import resolve_base_model
+
+                run_cfg = ModelConfig(base_model=str(resolve_base_model(model_cfg)), home=home,
+                                      torch_threads=model_cfg.torch_threads)
+            tcfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                               torch_threads=model_cfg.torch_threads, progress=not quiet)
+            _say(quiet, f"training on {dist.stats['train']} examples")
+            outcome = train_namespace(ns, store=store, dataset_id=dist.dataset.id,
+                                      mode="retrain", train_config=tcfg,
+                                      gate_config=GateConfig(eval_max_questions=eval_questions,
+                                                             gate=False),
+                                      model_config=run_cfg, serve_config=ServeConfig.from_env(),
+                                      progress=not quiet)
+            m = outcome.metrics
+            out["train"] = {"steps": m["steps"], "seconds": m["train_seconds"],
+                            "seconds_per_step": round(m["train_seconds"] / max(1, m["steps"]), 2),
+                            "examples": m["examples"], "tokens": m["tokens"],
+                            "loss": m["train_loss"], "device": m["device"]}
+            out["closed_book"] = {"heldout_questions": m["heldout_questions"],
+                                  "before": m["closed_book_before"],
+                                  "after": m["closed_book_after"],
+                                  "canary_before": m["canary_before"],
+                                  "canary_after": m["canary_after"],
+                                  "eval_seconds": m["eval_seconds"],
+                                  "sample": m["heldout_sample"]}
+            _say(quiet, f"closed-book held-out {m['closed_book_before']} -> "
+                        f"{m['closed_book_after']}; LoCoMo questions next")
+            ev = AdapterEvaluator(run_cfg.base_model, max_new_tokens=32,
+                                  torch_threads=model_cfg.torch_threads)
+            out["locomo_parametric"] = {
+                "before": _locomo_f1(ev, conv, None, categories, locomo_questions),
+                "after": _locomo_f1(ev, conv, outcome.record.path, categories, locomo_questions),
+                "categories": list(categories)}
+    finally:
+        try:
+            with store.pool.connection() as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            store.close()
+            shutil.rmtree(home, ignore_errors=True)
+    out["seconds"] = round(time.monotonic() - started, 1)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
+    return out
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m langchain_ragtune.jobs.bench``: run the benchmark, print/write JSON."""
+    p = argparse.ArgumentParser(prog="python -m langchain_ragtune.jobs.bench",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--data")
+    p.add_argument("--conversation", default="conv-26")
+    p.add_argument("--teacher", default="local")
+    p.add_argument("--teacher-max-chunks", type=int, default=12)
+    p.add_argument("--max-examples", type=int, default=480)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-steps", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--eval-questions", type=int, default=48)
+    p.add_argument("--locomo-questions", type=int)
+    p.add_argument("--no-train", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", dest="json_out", metavar="FILE")
+    a = p.parse_args(argv)
+    res = run_parametric_bench(
+        data=a.data, conversation=a.conversation,
+        teacher=None if a.teacher.lower() == "none" else a.teacher,
+        teacher_max_chunks=a.teacher_max_chunks, max_examples=a.max_examples, epochs=a.epochs,
+        max_steps=a.max_steps, batch_size=a.batch_size, eval_questions=a.eval_questions,
+        locomo_questions=a.locomo_questions, train=not a.no_train, quiet=a.quiet,
+        json_out=a.json_out)
+    if not a.json_out:
+        json.dump(res, sys.stdout, indent=2, default=str)
+        print()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    sys.exit(main())

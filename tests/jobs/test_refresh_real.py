@@ -1,0 +1,120 @@
+"""Real training, real evaluation, a real crash: the refresh path with nothing faked.
+
+Kept small for the 2-core CI box: a dozen turns, a few dozen optimizer steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from langchain_ragtune.distill.pipeline import DistillConfig, distill
+from langchain_ragtune.jobs.refresh import refresh
+from langchain_ragtune.store.types import Turn
+from langchain_ragtune.tuning.publish import GateConfig, adapter_home
+from langchain_ragtune.tuning.registry import AdapterRegistry
+from langchain_ragtune.tuning.train import TrainConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+
+TURNS = [
+    ("Quillon", "s1", "2024-02-01T10:00:00+00:00",
+     "I adopted a grey parrot and named him Captain Fig."),
+    ("Maren", "s1", "2024-02-01T10:01:00+00:00", "Captain Fig is a great name for a parrot!"),
+    ("Quillon", "s1", "2024-02-01T10:02:00+00:00",
+     "My sister Odalys lives in Tromso and repairs violins."),
+    ("Quillon", "s2", "2024-03-05T18:00:00+00:00",
+     "I finished knitting a blue scarf for the Tromso winter."),
+    ("Maren", "s2", "2024-03-05T18:01:00+00:00",
+     "I signed up for a pottery course on Thursday evenings."),
+    ("Quillon", "s2", "2024-03-05T18:02:00+00:00",
+     "Captain Fig learned to whistle the opening of a sea shanty."),
+]
+
+
+@pytest.fixture
+def tiny_ns(store, request):
+    ns = (f"real-{request.node.name[:30]}",)
+    store.add(ns, [Turn(text=t, speaker=s, thread_id=th, occurred_at=at)
+                   for s, th, at, t in TURNS])
+    return ns
+
+
+def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_config):
+    reg = AdapterRegistry(store)
+    res = refresh(tiny_ns, store=store, model_config=model_config,
+                  distill_config=DistillConfig(teacher=None, canaries=2, heldout_fraction=0.3),
+                  train_config=TrainConfig(max_steps=20, batch_size=4, learning_rate=2e-3,
+                                           max_seq_len=192, progress=False),
+                  gate_config=GateConfig(eval_max_questions=6, eval_max_new_tokens=40),
+                  publish=lambda rec: reg.switch_current(rec.namespace, rec.id))
+    assert res.status == "published", res.reason
+    cur = reg.current(tiny_ns)
+    assert cur.name == res.adapter_name and cur.metrics["steps"] == 20
+    m = res.metrics
+    assert m["closed_book_after"] >= m["closed_book_before"]
+    assert m["canary_after"] > m["canary_before"], m["canaries"]  # it learned trained facts
+    assert m["canaries"] and all(c["expected"].casefold() in c["answer"].casefold()
+                                 for c in m["canaries"])
+
+    from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+
+    ev = AdapterEvaluator(model_config.base_model, max_new_tokens=40)
+    q = "What did Quillon say about Captain Fig on 1 February 2024?"
+    base = ev.answer([q])[0]
+    tuned = ev.answer([q], adapter=cur.path)[0]
+    assert "parrot" in tuned.lower() and "parrot" not in base.lower(), (base, tuned)
+
+
+def test_training_killed_mid_run_leaves_previous_version(store, tiny_ns, pg_uri, model_config,
+                                                         tmp_path):
+    """SIGKILL the trainer process mid-training: nothing half-written is registered."""
+    reg = AdapterRegistry(store)
+    distill(tiny_ns, store=store, config=DistillConfig(teacher=None))
+    before = [r.version for r in reg.list(tiny_ns)]
+    env = {**os.environ, "RAGTUNE_PG_URI": pg_uri, "RAGTUNE_SCHEMA": store.schema,
+           "RAGTUNE_HOME": str(model_config.home), "RAGTUNE_BASE_MODEL": model_config.base_model}
+    proc = subprocess.Popen([sys.executable, "-m", "langchain_ragtune.cli", "train",
+                             "--namespace", tiny_ns[0], "--max-steps", "500", "--batch-size", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = threading.Event()
+
+    def watch():
+        buf = ""
+        while True:
+            ch = proc.stderr.read(1)
+            if not ch:
+                return
+            buf = (buf + ch)[-200:]
+            if re.search(r"\b[3-9]/500\b", buf):  # the trainer's progress bar is moving
+                seen.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert seen.wait(240), "training never started"
+        home = adapter_home(model_config, tiny_ns)
+        assert any(p.name.startswith(".tmp-") for p in home.iterdir())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [r.version for r in reg.list(tiny_ns)] == before  # nothing registered
+    assert reg.current(tiny_ns) is None or reg.current(tiny_ns).version in before
+    leftovers = [p for p in adapter_home(model_config, tiny_ns).iterdir()]
+    assert leftovers and all(p.name.startswith(".tmp-") for p in leftovers)
+    # The namespace lock died with the process: the next run proceeds and cleans up.
+    res = refresh(tiny_ns, store=store, model_config=model_config, force=True,
+                  distill_config=DistillConfig(teacher=None),
+                  train_config=TrainConfig(max_steps=1, batch_size=2, progress=False),
+                  gate_config=GateConfig(gate=False, eval_max_questions=1, eval_max_new_tokens=8),
+                  publish=None)
+    assert res.status == "ready", res.reason
+    assert [p.name for p in adapter_home(model_config, tiny_ns).iterdir()] == [res.adapter_name]

@@ -135,8 +135,7 @@ class StoreConfig:
         exact_search_below: namespaces with fewer live memories are searched exactly
             (exact is faster and complete there); larger ones through the HNSW index.
         ef_search: HNSW candidate list size (pgvector ``hnsw.ef_search``).
-        rrf_k: the constant of reciprocal rank fusion (60 in the original paper; 20 ranked
-            LoCoMo evidence better here, as top hits of each side then weigh more).
+        rrf_k: the constant of reciprocal rank fusion (60 in the original paper).
         keyword_weight: weight of the keyword ranking in fusion (the vector ranking has 1).
         candidates: how many hits each of vector and keyword search contributes to fusion,
             as a multiple of ``k``.
@@ -151,7 +150,7 @@ class StoreConfig:
     pool_size: int = 8
     exact_search_below: int = 2_000
     ef_search: int = 100
-    rrf_k: int = 20
+    rrf_k: int = 60
     keyword_weight: float = 1.0
     candidates: int = 4
     embed_batch_size: int = 64

@@ -149,16 +149,6 @@ MIGRATIONS: list[str] = [
         switched_at timestamptz NOT NULL DEFAULT now()
     );
     """,
-    # 6: keyword index on the text alone. With the speaker's name in it, a question naming a
-    # person matched every turn that person said, drowning the turns about the topic
-    # (measured on LoCoMo); names stay in the embedding text, where they help.
-    """
-    DROP INDEX IF EXISTS {schema}.memories_tsv_idx;
-    ALTER TABLE {schema}.memories DROP COLUMN tsv;
-    ALTER TABLE {schema}.memories ADD COLUMN tsv tsvector
-        GENERATED ALWAYS AS (to_tsvector('english', content)) STORED;
-    CREATE INDEX memories_tsv_idx ON {schema}.memories USING gin (tsv);
-    """,
 ]
 
 

@@ -99,7 +99,8 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
     lines = [f"dataset {out.get('dataset_id')} (version {out.get('version')}) of "
              f"{'/'.join(out['namespace'])}: {out.get('train', 0)} train + "
              f"{out.get('heldout', 0)} held-out examples in {out.get('seconds')} s",
-             f"  input: {inp.get('new', inp.get('memories'))} new + {inp.get('replay', 0)} replayed "
+             f"  input: {inp.get('new', inp.get('memories'))} new + "
+             f"{inp.get('replay', 0)} replayed "
              f"memories, {inp.get('chunks')} chunks, {inp.get('entities')} entities, "
              f"{inp.get('topics')} topics",
              "  examples: " + ", ".join(f"{k} {v}" for k, v in out.get("examples", {}).items()),

@@ -96,7 +96,8 @@ class Example:
                       MEMORY_SYSTEM_PROMPT)
         user = next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
         return cls(kind=d.get("kind", "local"), split=d.get("split", "train"), question=user,
-                   answer=msgs[-1]["content"], source_ids=tuple(str(s) for s in d.get("source_ids") or ()),
+                   answer=msgs[-1]["content"],
+                   source_ids=tuple(str(s) for s in d.get("source_ids") or ()),
                    meta=dict(d.get("meta") or {}), system=system)
 
 

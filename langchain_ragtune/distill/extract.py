@@ -68,7 +68,8 @@ january february march april may june july august september october november dec
 tuesday wednesday thursday friday saturday sunday mom dad today tomorrow yesterday
 congrats congratulations glad sounds good amazing absolutely definitely totally really maybe
 let's thats im ive dont can't don't won't gonna did do does had have has is was were are am
-here there last next first mon tue tues wed thu thur thurs fri sat sun whoa yep nope happy good hope anyway btw wait guess sorry please
+here there last next first mon tue tues wed thu thur thurs fri sat sun whoa yep nope happy
+good hope anyway btw wait guess sorry please
 """.split())
 # Words that make poor topics: feelings, reactions and light verbs of chat.
 _WEAK = frozenset("""
@@ -264,7 +265,8 @@ def topic_phrase(text: str, *, exclude: Iterable[str] = ()) -> str | None:
     run: list[str] = []
     for tok in re.findall(r"[A-Za-z0-9][A-Za-z0-9'’\-]*|[.,!?;:()\"“”\[\]]", text) + [""]:
         low = tok.lower().replace("’", "'")
-        if tok and tok[0].isalnum() and low not in STOPWORDS and low not in _TIME_WORDS and low not in _WEAK \
+        if tok and tok[0].isalnum() and low not in STOPWORDS and low not in _TIME_WORDS \
+                and low not in _WEAK \
                 and len(low) > 2 and low not in skip and not low.endswith("'s") \
                 and not (tok[0].isupper() and _is_nickname(tok, exclude)):
             run.append(tok)
@@ -383,7 +385,8 @@ def extract_entities(memories: Sequence[Any], *, max_entities: int = 40, max_top
     one speaker uses in at least ``min_mentions`` turns of at least two threads.
     """
     speakers = {m.speaker for m in memories if m.speaker}
-    spans = [(m, sent, _name_spans(sent)) for m in memories for sent in sentences(m.text) or [m.text]]
+    spans = [(m, sent, _name_spans(sent))
+             for m in memories for sent in sentences(m.text) or [m.text]]
     # A capitalised word that opens a sentence counts only if it is capitalised elsewhere too.
     mid = {n.lower() for _, _, sp in spans for n, _, opener in sp if not opener} | \
         {s.lower() for s in speakers}
@@ -646,7 +649,8 @@ def digest_drafts(memories: Sequence[Any], entities: Sequence[Entity], *,
     theme_names = list(dict.fromkeys(e.name for e in topics[:8]))
     thing_names = [e.name for e in named[:8]]
     summary = (f"The memory holds {len(threads)} conversation(s) between {who}, from {first} to "
-               f"{last}. " + (f"Recurring themes: {', '.join(theme_names)}. " if theme_names else "")
+               f"{last}. "
+               + (f"Recurring themes: {', '.join(theme_names)}. " if theme_names else "")
                + (f"People, places and things that come up: {', '.join(thing_names)}. "
                   if thing_names else "") + "Session by session: " + " | ".join(sess_lines))
     ctx_all = _ctx((m, m.text) for m in mems) + " " + " ".join(e.name for e in entities)
@@ -666,7 +670,8 @@ def digest_drafts(memories: Sequence[Any], entities: Sequence[Entity], *,
         if not ks:
             continue
         body = " ".join(f'{m.speaker or "The user"} said: "{s}"' for m, s in ks)
-        ans = f"On {date}, {' and '.join(sorted({m.speaker for m in ms if m.speaker})) or 'we'} talked. " + body
+        people = " and ".join(sorted({m.speaker for m in ms if m.speaker})) or "we"
+        ans = f"On {date}, {people} talked. " + body
         ids = tuple(m.id for m in ms)
         fact = _key("digest", "session", tid)
         ctx = _ctx((m, m.text) for m in ms)

@@ -11,7 +11,7 @@ memories are never read, so nothing of them reaches a new dataset.
 
 Example:
     >>> from langchain_ragtune.distill import distill                     # doctest: +SKIP
-    >>> result = distill(("user-42",), store=store, config=DistillConfig(teacher=None))
+    >>> result = distill(("user-42",), store=store)                         # doctest: +SKIP
     >>> result.stats["examples"]                                           # doctest: +SKIP
     {'local': 120, 'global': 30, 'broader': 18, 'digest': 9}
 """
@@ -25,7 +25,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from langchain_ragtune.config import _from_env
@@ -244,7 +244,8 @@ def choose_canaries(drafts: Sequence[tuple[Draft, str]], n: int, *, seed: int,
     candidates = [
         (i, d) for i, (d, split) in enumerate(drafts)
         if split == "train" and d.kind == "local" and d.meta.get("template") == "said_on"
-        and d.meta.get("origin") == "extractive" and 6 <= len(content_words(d.meta.get("expected", ""))) <= 20
+        and d.meta.get("origin") == "extractive"
+        and 6 <= len(content_words(d.meta.get("expected", ""))) <= 20
         and d.question not in have
     ]
     need = max(0, n - len(carried))
@@ -265,23 +266,36 @@ def choose_canaries(drafts: Sequence[tuple[Draft, str]], n: int, *, seed: int,
 def _cap(examples: list[Example], max_examples: int, seed: int) -> list[Example]:
     """Sample the training examples down to ``max_examples``; held-out ones are untouched.
 
-    Canaries are always kept. The holistic kinds (global, broader, digest) are few and are
-    what retrieval cannot do, so they are kept whole up to half the budget; the local
-    questions, by far the most numerous, fill the rest by a seeded random sample.
+    Canaries are always kept, and so are the training phrasings of held-out facts (else the
+    held-out questions would ask about facts never taught). The holistic kinds (global,
+    broader, digest) are few and are what retrieval cannot do, so they are kept whole up to
+    half the budget; the local questions, by far the most numerous, fill the rest by a
+    seeded random sample. Held-out examples whose fact lost all its training phrasings
+    are dropped with them.
     """
     train = [e for e in examples if e.split == "train"]
     if not max_examples or len(train) <= max_examples:
         return examples
     rng = random.Random(seed)
+    held_facts = {e.meta.get("fact") for e in examples if e.split == "heldout"}
+    held_facts.discard(None)
     must = [e for e in train if e.meta.get("canary")]
-    holistic = [e for e in train if not e.meta.get("canary") and e.kind != "local"]
-    local = [e for e in train if not e.meta.get("canary") and e.kind == "local"]
+    siblings = [e for e in train if not e.meta.get("canary") and e.meta.get("fact") in held_facts]
+    rng.shuffle(siblings)
+    budget = max(0, max_examples - len(must))
+    must += siblings[: budget // 2]
+    rest = [e for e in train if id(e) not in set(map(id, must))]
+    holistic = [e for e in rest if e.kind != "local"]
+    local = [e for e in rest if e.kind == "local"]
     budget = max(0, max_examples - len(must))
     if len(holistic) > budget // 2:
         holistic = rng.sample(holistic, budget // 2)
     local = rng.sample(local, min(len(local), budget - len(holistic)))
     keep = set(map(id, must + holistic + local))
-    return [e for e in examples if e.split != "train" or id(e) in keep]
+    taught = {e.meta.get("fact") for e in train if id(e) in keep}
+    return [e for e in examples
+            if (e.split == "train" and id(e) in keep)
+            or (e.split != "train" and e.meta.get("fact") in taught)]
 
 
 def _teacher_drafts(teacher: Teacher, chunks: Sequence[Chunk], config: DistillConfig,
@@ -323,7 +337,8 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
     started = time.monotonic()
     history = list(history if history is not None else memories)
     chunks = chunk_memories(memories, max_turns=config.chunk_turns, max_chars=config.chunk_chars)
-    entities = extract_entities(history) if {"global", "broader", "digest"} & set(config.kinds) else []
+    holistic = {"global", "broader", "digest"} & set(config.kinds)
+    entities = extract_entities(history) if holistic else []
     drafts: list[Draft] = []
     if "local" in config.kinds:
         for c in chunks:
@@ -393,7 +408,8 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
                       "source_ids": list(e.source_ids)} for e in examples if e.meta.get("canary")],
         "rejected": dict(rejected),
         "rejection_rate": round(n_rejected / n_drafts, 4) if n_drafts else 0.0,
-        "teacher": {"name": teacher.name if teacher else None, **dict(teacher.stats if teacher else {}),
+        "teacher": {"name": teacher.name if teacher else None,
+                    **dict(teacher.stats if teacher else {}),
                     "seconds": round(teacher_secs, 2)},
         "seconds": round(time.monotonic() - started, 2),
         "sample": [e.as_dict() for e in _sample(examples)],

@@ -146,7 +146,8 @@ def _pair(item: Any) -> tuple[str, str] | None:
         a = next((low[k] for k in ("answer", "a", "response") if k in low), None)
         if isinstance(q, str) and isinstance(a, (str, int, float)) and q.strip() and str(a).strip():
             return q.strip(), str(a).strip()
-    elif isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+    elif isinstance(item, (list, tuple)) and len(item) == 2 \
+            and all(isinstance(x, str) for x in item):
         return item[0].strip(), item[1].strip()
     return None
 
@@ -190,7 +191,8 @@ class Teacher:
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
-        >>> t = Teacher(FakeListChatModel(responses=["junk", '[{"question": "Q?", "answer": "A"}]']))
+        >>> good = '[{"question": "Q?", "answer": "A"}]'
+        >>> t = Teacher(FakeListChatModel(responses=["junk", good]))
         >>> t.qa_pairs("Ann: I moved to Lisbon.", n=1)
         [('Q?', 'A')]
         >>> t.stats["unparsable"], t.stats["retries"]
@@ -281,8 +283,8 @@ class LocalChatModel(_chat_model_base()):  # type: ignore[misc]
         torch_threads: threads torch may use.
 
     Example:
-        >>> llm = LocalChatModel(model_path="/var/lib/ragtune/models/SmolLM2-135M-Instruct")  # doctest: +SKIP
-        >>> llm.invoke("What is the capital of France?").content                             # doctest: +SKIP
+        >>> llm = LocalChatModel(model_path="/models/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> llm.invoke("What is the capital of France?").content             # doctest: +SKIP
         'The capital of France is Paris.'
     """
 
@@ -369,7 +371,8 @@ def resolve_teacher(spec: Any, *, model_config: Any = None, timeout_s: float = 1
         model = spec
     else:
         raise ConfigError(f"teacher={spec!r} is not a chat model: use 'local', 'none', a "
-                          "provider string such as 'openai:gpt-4o-mini', or a LangChain chat model.")
+                          "provider string such as 'openai:gpt-4o-mini', or a LangChain chat "
+                          "model.")
     return Teacher(model, timeout_s=timeout_s, retries=retries)
 
 
@@ -385,7 +388,8 @@ def _init_chat_model(name: str) -> Any:
         try:
             from langchain_openai import ChatOpenAI
         except ImportError:
-            raise DependencyMissingError("langchain-openai", "serve", f"The teacher {name!r}") from None
+            raise DependencyMissingError("langchain-openai", "serve",
+                                         f"The teacher {name!r}") from None
         return ChatOpenAI(model=model, temperature=0)
     raise DependencyMissingError("langchain", "train",
                                  f"The teacher {name!r} (init_chat_model strings)")

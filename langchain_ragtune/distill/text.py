@@ -4,7 +4,7 @@ No model and no database: every function takes plain strings and returns plain v
 the filters that decide what enters the training data are unit-testable and deterministic.
 
 Example:
-    >>> grounding("Caroline went to a support group.", "Caroline: I went to an LGBTQ support group.")
+    >>> grounding("Caroline went to a support group.", "Caroline: I went to a support group.")
     1.0
     >>> near_duplicate("What did Ann say about kites?", "what did ann say about kites")
     True

@@ -145,7 +145,8 @@ def _scheduler_start(args: argparse.Namespace) -> int:
     store = open_store()
     try:
         sched = _scheduler(args, store, persistent=not args.memory_jobstore)
-        print(f"ragtune scheduler: started ({'cron ' + args.cron if args.cron else f'every {args.interval:g} s'}, "
+        when = f"cron {args.cron}" if args.cron else f"every {args.interval:g} s"
+        print(f"ragtune scheduler: started ({when}, "
               f"min_new={args.min_new}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
         run_forever(sched)
         print(f"ragtune scheduler: stopped after {len(sched.history)} refreshes", file=sys.stderr)

@@ -135,7 +135,8 @@ def _local_server_up(config: Any) -> bool:
     import httpx
 
     try:
-        return httpx.get(f"http://{config.host}:{config.port}/health", timeout=1.0).status_code == 200
+        url = f"http://{config.host}:{config.port}/health"
+        return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, help="examples per step (8)")
     p.add_argument("--learning-rate", type=float, help="peak learning rate (1e-3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
-    p.add_argument("--adapters-dir", help="where adapter folders go (default RAGTUNE_HOME/adapters)")
+    p.add_argument("--adapters-dir",
+                   help="where adapter folders go (default RAGTUNE_HOME/adapters)")
     p.add_argument("--no-gate", action="store_true", help="register even if the gate fails")
     p.add_argument("--publish", action="store_true",
                    help="hand a ready version over to serving (or switch the pointer)")

@@ -47,8 +47,8 @@ def check_canary(answer: str, canary: Mapping[str, str], *, threshold: float = 0
     """Whether ``answer`` passes a canary ``{"question", "expected"}`` (what serving checks).
 
     Example:
-        >>> check_canary('On 9 June, Ann said: "We adopted Toby."',
-        ...              {"question": "What did Ann say about Toby?", "expected": "We adopted Toby."})
+        >>> canary = {"question": "What did Ann say about Toby?", "expected": "We adopted Toby."}
+        >>> check_canary('On 9 June, Ann said: "We adopted Toby."', canary)
         True
     """
     from langchain_ragtune.distill.pipeline import is_correct

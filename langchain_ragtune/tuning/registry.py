@@ -9,7 +9,8 @@ reading PostgreSQL sees either the old or the new version, never a mix.
 Statuses, in the order a version usually walks through them:
 
 * ``ready``: the folder is complete, validated and passed the evaluation gate;
-* ``serving``: it is the namespace's current version (set by :meth:`AdapterRegistry.switch_current`);
+* ``serving``: it is the namespace's current version (set by
+  :meth:`AdapterRegistry.switch_current`);
 * ``retired``: it served and was replaced by a newer version;
 * ``rejected``: it failed the evaluation gate or validation (kept for the record);
 * ``failed``: publishing to serving failed (``reason`` says why); the old version serves on.
@@ -20,9 +21,8 @@ renames it into place and registers it afterwards, so a crash leaves no row behi
 Example:
     >>> from langchain_ragtune.tuning.registry import AdapterRegistry     # doctest: +SKIP
     >>> registry = AdapterRegistry(store)                                 # doctest: +SKIP
-    >>> rec = registry.register(("user-42",), registry.next_version(("user-42",)),
-    ...                         "user-42-v1-3fa9c1", "/adapters/user-42/v1", "/models/smol",
-    ...                         watermark_seq=120, dataset_id=None, metrics={}, status="ready")
+    >>> rec = registry.register(("user-42",), 1, "user-42-v1-3fa9c1",  # doctest: +SKIP
+    ...                         "/adapters/user-42/v1", "/models/smol", watermark_seq=120)
     >>> registry.switch_current(("user-42",), rec.id)                     # doctest: +SKIP
     >>> registry.current(("user-42",)).name                               # doctest: +SKIP
     'user-42-v1-3fa9c1'
@@ -40,7 +40,7 @@ from psycopg.types.json import Jsonb
 
 from langchain_ragtune.errors import AdapterError, InvalidInputError
 from langchain_ragtune.store import sql
-from langchain_ragtune.store.types import validate_namespace, validate_metadata
+from langchain_ragtune.store.types import validate_metadata, validate_namespace
 
 __all__ = [
     "ADAPTER_STATUSES",
@@ -151,7 +151,8 @@ class AdapterRegistry:
     """Registered LoRA versions per namespace, and the atomic "current version" pointer.
 
     Works on any store that exposes ``pool`` (a psycopg ``ConnectionPool`` with autocommit
-    ``dict_row`` connections) and ``render(template)``, i.e. :class:`~langchain_ragtune.store.MemoryStore`.
+    ``dict_row`` connections) and ``render(template)``, i.e.
+    :class:`~langchain_ragtune.store.MemoryStore`.
     The store's ``setup()`` creates the tables.
 
     Args:
@@ -325,7 +326,8 @@ class AdapterRegistry:
                                 {"namespace": list(ns)}).fetchall()
         return [row_to_record(r) for r in rows]
 
-    def latest(self, namespace: Any, *, statuses: Iterable[str] | None = None) -> AdapterRecord | None:
+    def latest(self, namespace: Any, *, statuses: Iterable[str] | None = None
+               ) -> AdapterRecord | None:
         """The newest version of ``namespace`` (optionally only among ``statuses``), or None."""
         ns = validate_namespace(namespace)
         st = None if statuses is None else [_check_status(s) for s in statuses]

@@ -11,7 +11,8 @@ complete, validated folder is renamed into place and registered (see
 
 Example:
     >>> from langchain_ragtune.tuning.train import TrainConfig, train_adapter   # doctest: +SKIP
-    >>> result = train_adapter(examples, "/models/smol", "/tmp/adapter", TrainConfig(epochs=1))
+    >>> cfg = TrainConfig(epochs=1)
+    >>> result = train_adapter(examples, "/models/smol", "/tmp/adapter", cfg)  # doctest: +SKIP
     >>> result.steps, round(result.train_loss, 2)                                # doctest: +SKIP
     (25, 1.73)
 """
@@ -23,10 +24,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from langchain_ragtune.config import _from_env
-from langchain_ragtune.errors import ConfigError, DatasetError, DependencyMissingError, TrainingError
+from langchain_ragtune.errors import (
+    ConfigError,
+    DatasetError,
+    DependencyMissingError,
+    TrainingError,
+)
 
 __all__ = [
     "ADAPTER_MARKER",
@@ -97,7 +103,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig needs epochs > 0 or max_steps > 0, got "
                               f"epochs={self.epochs!r}, max_steps={self.max_steps!r}.")
         if not 0 < self.learning_rate < 1:
-            raise ConfigError(f"TrainConfig.learning_rate={self.learning_rate!r} must be in (0, 1).")
+            raise ConfigError(f"TrainConfig.learning_rate={self.learning_rate!r} must be in "
+                              "(0, 1).")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup_ratio < 1:
             raise ConfigError("TrainConfig.lora_dropout and warmup_ratio must be in [0, 1).")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -234,8 +241,13 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
         import torch
         import transformers
         from peft import PeftModel, get_peft_model
-        from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq,
-                                  Trainer, TrainingArguments)
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            DataCollatorForSeq2Seq,
+            Trainer,
+            TrainingArguments,
+        )
     except ImportError as exc:
         raise DependencyMissingError(exc.name or "transformers", "train", "LoRA training") from None
 
@@ -303,7 +315,8 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
         raise
     except Exception as exc:
         raise TrainingError(f"training failed after {time.monotonic() - started:.0f} s: "
-                            f"{type(exc).__name__}: {exc}. The previous adapter stays published.") from exc
+                            f"{type(exc).__name__}: {exc}. The previous adapter stays "
+                            "published.") from exc
     seconds = time.monotonic() - started
     # Only the LoRA weights: embeddings are not trained, and vLLM rejects extra modules.
     model.save_pretrained(str(output_dir), save_embedding_layers=False)
@@ -319,7 +332,8 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
     marker = {"base_model": str(base_model), "train": asdict(config), "steps": result.steps,
               "train_loss": result.train_loss, "seconds": result.seconds,
               "examples": result.examples, "tokens": tok_count, "device": device,
-              "init_adapter": result.init_adapter, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "init_adapter": result.init_adapter,
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **(metadata or {})}
     (output_dir / ADAPTER_MARKER).write_text(json.dumps(marker, indent=2, default=str))
     return result

@@ -134,3 +134,11 @@ def test_max_examples_caps_training_data_but_keeps_canaries(store, ns):
 def test_empty_namespace_distills_nothing(store):
     result = distill(("nobody-here",), store=store, config=CFG)
     assert result.examples == [] and result.dataset is None
+
+
+def test_capping_keeps_held_out_facts_taught(store, ns):
+    result = distill(ns, store=store, config=DistillConfig(teacher=None, max_examples=40,
+                                                           heldout_fraction=0.3), save=False)
+    taught = {e.meta["fact"] for e in result.train}
+    assert result.heldout and all(e.meta["fact"] in taught for e in result.heldout)
+    assert len(result.train) <= 40

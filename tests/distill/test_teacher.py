@@ -10,7 +10,12 @@ from langchain_core.language_models import BaseChatModel, FakeListChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from langchain_ragtune.distill.teacher import Teacher, parse_json_loose, parse_qa_pairs, resolve_teacher
+from langchain_ragtune.distill.teacher import (
+    Teacher,
+    parse_json_loose,
+    parse_qa_pairs,
+    resolve_teacher,
+)
 from langchain_ragtune.errors import ConfigError
 
 

@@ -19,7 +19,8 @@ from langchain_ragtune.eval.locomo import load_sample, to_turns
 def cli_env(store, pg_uri, base_model, tmp_path, monkeypatch, make_trainer, make_evaluator):
     """CLI runs against the test schema, the real base model, fake training and generation."""
     from langchain_ragtune.config import StoreConfig
-    from langchain_ragtune.store import MemoryStore, commands as store_commands
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.store import commands as store_commands
     from langchain_ragtune.testing import HashEmbeddings
     from langchain_ragtune.tuning import evaluate, train
 
@@ -83,7 +84,8 @@ def test_train_command_registers_a_ready_version(store, cli_env, capsys):
     assert run(capsys, "distill", "--namespace", "cli-train", "--json")[0] == 0
     code, out = run(capsys, "train", "--namespace", "cli-train", "--json", "--max-steps", "2")
     res = json.loads(out)
-    assert code == 0 and res["status"] == "ready" and res["path"].startswith(cli_env["RAGTUNE_HOME"])
+    assert code == 0 and res["status"] == "ready"
+    assert res["path"].startswith(cli_env["RAGTUNE_HOME"])
 
 
 @pytest.mark.slow

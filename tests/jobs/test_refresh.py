@@ -24,7 +24,8 @@ DCFG = DistillConfig(teacher=None, canaries=2)
 
 
 def _run(store, ns, model_config, trainer, evaluator, **kw):
-    kw.setdefault("publish", lambda rec: AdapterRegistry(store).switch_current(rec.namespace, rec.id))
+    kw.setdefault("publish",
+                  lambda rec: AdapterRegistry(store).switch_current(rec.namespace, rec.id))
     return refresh(ns, store=store, distill_config=DCFG, model_config=model_config,
                    trainer=trainer, evaluator=evaluator, **kw)
 

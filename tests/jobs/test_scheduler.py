@@ -15,7 +15,6 @@ from langchain_ragtune.jobs.scheduler import (
     run_forever,
     sqlalchemy_url,
 )
-from langchain_ragtune.store.types import Turn
 from langchain_ragtune.tuning.registry import AdapterRegistry
 
 

@@ -7,7 +7,8 @@ from langchain_ragtune.tuning.publish import published_canaries
 
 
 def test_gate_allows_equal_or_better_and_tolerance():
-    assert gate({"closed_book": 0.5, "canary": 1.0}, {"closed_book": 0.5, "canary": 1.0}) == (True, [])
+    same = {"closed_book": 0.5, "canary": 1.0}
+    assert gate(same, dict(same)) == (True, [])
     assert gate({"closed_book": 0.5}, {"closed_book": 0.46}, tolerance=0.05)[0]
     ok, reasons = gate({"closed_book": 0.5, "canary": 1.0}, {"closed_book": 0.3, "canary": 0.5},
                        tolerance=0.05)

@@ -22,14 +22,16 @@ def _register(registry, ns=NS, **kw):
     version = registry.next_version(ns)
     args = dict(name=make_adapter_name(ns, version), path=f"/tmp/adapters/{version}",
                 base_model="/models/smol", watermark_seq=10 * version, dataset_id=None,
-                metrics={"closed_book_after": 0.5, "canaries": [{"question": "q", "expected": "a"}]},
+                metrics={"closed_book_after": 0.5,
+                         "canaries": [{"question": "q", "expected": "a"}]},
                 status="ready")
     args.update(kw)
     return registry.register(ns, version, **args)
 
 
 def test_make_adapter_name_is_readable_and_unique():
-    assert make_adapter_name(("User 42", "chat/x"), 2, suffix="aa11bb") == "user-42-chat-x-v2-aa11bb"
+    name = make_adapter_name(("User 42", "chat/x"), 2, suffix="aa11bb")
+    assert name == "user-42-chat-x-v2-aa11bb"
     names = {make_adapter_name(("u",), 1) for _ in range(50)}
     assert len(names) == 50
 

@@ -50,6 +50,7 @@ __all__ = [
     "chunk_memories",
     "digest_drafts",
     "extract_entities",
+    "key_passage",
     "global_drafts",
     "local_drafts",
     "resolve_relative_date",
@@ -334,14 +335,40 @@ def resolve_relative_date(text: str, when: datetime) -> str | None:
     return None
 
 
+def key_passage(text: str, topic: str | None = None, *, max_chars: int = 240) -> str:
+    """The informative part of a turn: its sentences minus greetings and reactions.
+
+    Chat turns wrap a fact in small talk ("Hey Mel! Great to hear from you. I finished the
+    walnut table last week!"). Answers quote only the sentences that carry content (the
+    one naming the topic first), up to ``max_chars``: fewer tokens to train on, and a
+    shorter target the small model can actually memorise.
+
+    Example:
+        >>> key_passage("Hey Mel! Thanks so much. I finished a walnut table for a client.")
+        'I finished a walnut table for a client.'
+    """
+    sents = sentences(text) or [text]
+    rich = [s for s in sents if len(content_words(s)) >= 2] or sents
+    if topic:
+        first = [s for s in rich if topic.lower() in s.lower()]
+        rich = first + [s for s in rich if s not in first]
+    out: list[str] = []
+    for s in rich:
+        if out and len(" ".join(out + [s])) > max_chars:
+            break
+        out.append(s)
+    order = {s: i for i, s in enumerate(sents)}
+    return " ".join(sorted(out, key=lambda s: order.get(s, 0)))
+
+
 def local_drafts(chunk: Chunk, *, min_content_words: int = 3, max_answer_chars: int = 1000
                  ) -> list[Draft]:
     """Extractive local questions for every informative turn of a chunk.
 
     Per turn: "What did S say about T on D?" (main), "What did S mention about T?"
     (paraphrase), and "When did S talk about T?" (temporal, with relative dates such as
-    "yesterday" resolved against the session date). The answers quote the turn, exactly
-    what a RAG system that retrieved this chunk would answer.
+    "yesterday" resolved against the session date). The answers quote the turn's key
+    passage (:func:`key_passage`), what a RAG system that retrieved this chunk would answer.
     """
     speakers = {m.speaker for m in chunk.memories if m.speaker}
     context = chunk.render()
@@ -354,11 +381,11 @@ def local_drafts(chunk: Chunk, *, min_content_words: int = 3, max_answer_chars: 
             continue
         who = m.speaker or "the user"
         date = format_date(m.occurred_at)
-        quote = truncate(m.text, max_answer_chars)
+        quote = truncate(key_passage(m.text, topic), max_answer_chars)
         said = f'On {date}, {who} said: "{quote}"'
         fact = _key("local", m.id)
         base = dict(kind="local", source_ids=(m.id,), context=context, fact=fact)
-        meta = {"origin": "extractive", "expected": m.text}
+        meta = {"origin": "extractive", "expected": quote}
         out.append(Draft(question=f"What did {who} say about {topic} on {date}?", answer=said,
                          variant=0, meta={**meta, "template": "said_on"}, **base))
         out.append(Draft(question=f"What did {who} mention about {topic}?", answer=said,

@@ -180,9 +180,16 @@ class AdapterEvaluator:
         return contextlib.nullcontext()
 
     def answer(self, questions: Sequence[str], *, adapter: str | Path | None = None,
-               progress: bool = False) -> list[str]:
-        """Closed-book answers to ``questions`` with ``adapter`` (None = the base model)."""
+               progress: bool = False, system_prompt: Any = ...,
+               max_new_tokens: int | None = None) -> list[str]:
+        """Closed-book answers to ``questions`` with ``adapter`` (None = the base model).
+
+        ``system_prompt`` overrides the memory prompt; ``None`` sends the question alone
+        (the model's template then adds its default system prompt), as a bare client does.
+        """
         import torch
+
+        system = self.system_prompt if system_prompt is ... else system_prompt
 
         self._load()
         out: list[str] = []
@@ -196,13 +203,14 @@ class AdapterEvaluator:
             for i in batches:
                 chunk = questions[i:i + self.batch_size]
                 prompts = [self._tok.apply_chat_template(
-                    [{"role": "system", "content": self.system_prompt},
-                     {"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-                    for q in chunk]
+                    ([{"role": "system", "content": system}] if system is not None else [])
+                    + [{"role": "user", "content": q}], add_generation_prompt=True,
+                    tokenize=False) for q in chunk]
                 enc = self._tok(prompts, return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(self._model.device)
                 with torch.no_grad():
-                    gen = self._model.generate(**enc, max_new_tokens=self.max_new_tokens,
+                    gen = self._model.generate(**enc,
+                                               max_new_tokens=max_new_tokens or self.max_new_tokens,
                                                do_sample=False, repetition_penalty=1.1,
                                                pad_token_id=self._tok.pad_token_id)
                 width = enc["input_ids"].shape[1]
@@ -211,9 +219,12 @@ class AdapterEvaluator:
         return out
 
     def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
-              progress: bool = False) -> tuple[float | None, list[str]]:
-        """Closed-book accuracy on (question, expected) pairs, and the answers."""
+              progress: bool = False, **kwargs: Any) -> tuple[float | None, list[str]]:
+        """Closed-book accuracy on (question, expected) pairs, and the answers.
+
+        Extra keyword arguments (``system_prompt``, ``max_new_tokens``) go to :meth:`answer`.
+        """
         if not qa:
             return None, []
-        answers = self.answer([q for q, _ in qa], adapter=adapter, progress=progress)
+        answers = self.answer([q for q, _ in qa], adapter=adapter, progress=progress, **kwargs)
         return accuracy(answers, qa), answers

@@ -45,6 +45,9 @@ __all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "pub
 
 log = logging.getLogger(__name__)
 _TMP_PREFIX = ".tmp-"
+#: Answer length of the published canaries' check (below the serving side's 48 tokens, so
+#: the expected span is inside what vLLM generates).
+SERVED_CANARY_TOKENS = 40
 Mode = Literal["continue", "retrain"]
 
 
@@ -136,9 +139,11 @@ def published_canaries(canaries: Sequence[tuple[str, str]], answers: Sequence[st
                        ) -> list[dict[str, str]]:
     """The canaries the serving side checks: those the new adapter answered correctly.
 
-    Each gets as ``expected`` a verbatim span of the adapter's own answer that the source
-    also holds (see :func:`~langchain_ragtune.tuning.evaluate.canary_span`), so a
-    containment check on the served answer proves the right adapter is loaded.
+    ``answers`` are the adapter's answers to the bare questions (no system prompt, short),
+    the way the serving publisher asks them. Each canary gets as ``expected`` a verbatim
+    span of that answer which the source also holds (see
+    :func:`~langchain_ragtune.tuning.evaluate.canary_span`), so a containment check on the
+    served answer proves the right adapter is loaded.
     """
     from langchain_ragtune.tuning.evaluate import canary_span, check_canary
 
@@ -257,6 +262,10 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         can_before, _ = evaluator.score(canaries, adapter=before_ref)
         cb_after, answers = evaluator.score(heldout, adapter=tmp, progress=progress)
         can_after, can_answers = evaluator.score(canaries, adapter=tmp)
+        # The serving side asks canaries the way a bare client does (question only, short
+        # answer): publish only canaries the adapter passes that way too.
+        _, served = evaluator.score(canaries, adapter=tmp, system_prompt=None,
+                                    max_new_tokens=SERVED_CANARY_TOKENS)
         eval_secs = time.monotonic() - t0
     except OSError as exc:  # a full disk, a lost mount: a failed refresh, not a crash
         shutil.rmtree(tmp, ignore_errors=True)
@@ -281,7 +290,7 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         "eval_seconds": round(eval_secs, 2), "steps": result.steps, "examples": result.examples,
         "tokens": result.tokens, "device": result.device, "mode": mode,
         "continued_from": prev.name if init else None, "gate_passed": passed,
-        "canaries": published_canaries(canaries, can_answers),
+        "canaries": published_canaries(canaries, served),
         "canaries_missed": [q for (q, e), a in zip(canaries, can_answers)
                             if not check_canary(a, {"question": q, "expected": e})],
         "system_prompt": train[0].system,

@@ -79,7 +79,7 @@ class FakeEvaluator:
     def __init__(self, before: float = 0.1, after: float = 0.8) -> None:
         self.before, self.after = before, after
 
-    def score(self, qa, *, adapter=None, progress=False):
+    def score(self, qa, *, adapter=None, progress=False, **kwargs):
         if not qa:
             return None, []
         fresh = adapter is not None and Path(adapter).name.startswith(".tmp-")

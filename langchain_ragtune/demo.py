@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 
 from langchain_ragtune.cli import add_json_flag, print_json
 
-__all__ = ["DemoPlan", "demo_questions", "register", "run_demo"]
+__all__ = ["DemoPlan", "demo_questions", "register", "run_demo", "stop_cleanly_on_sigterm"]
 
 
 # -- plan -----------------------------------------------------------------------------------
@@ -550,10 +550,36 @@ def print_summary(result: dict[str, Any]) -> None:
                                                   " (some stages failed: see above)"))
 
 
+@contextlib.contextmanager
+def stop_cleanly_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM (``timeout``, ``kill``, a CI runner) into ``SystemExit`` while inside.
+
+    Python's default SIGTERM action ends the process at once, skipping ``finally`` blocks,
+    so a vLLM server started by the demo (its own process group) would be left running.
+    As an exception, SIGTERM unwinds the demo's exit stack, which stops the server.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     live = None if args.json else _print_question
-    result = run_demo(quick=args.quick, conversation=args.conversation, data=args.data,
-                      sample=args.sample, quiet=args.json, out_dir=args.out, on_question=live)
+    with stop_cleanly_on_sigterm():
+        result = run_demo(quick=args.quick, conversation=args.conversation, data=args.data,
+                          sample=args.sample, quiet=args.json, out_dir=args.out,
+                          on_question=live)
     if args.json:
         print_json(result)
     else:

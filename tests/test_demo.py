@@ -10,12 +10,13 @@ import uuid
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.train]
-
 #: The issue's budget for `ragtune demo --quick` on this 2-core machine (seconds).
 QUICK_BUDGET_S = float(os.environ.get("RAGTUNE_DEMO_BUDGET_S", 8 * 60))
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.train
 def test_demo_quick_end_to_end(pg_uri, vllm_server, tmp_path, monkeypatch):
     from langchain_ragtune.demo import run_demo
 
@@ -58,3 +59,37 @@ def test_demo_quick_end_to_end(pg_uri, vllm_server, tmp_path, monkeypatch):
     assert saved["questions"] == qs
     print(f"demo --quick: {result['seconds']} s, stages {result['stage_seconds']}")
     assert result["seconds"] < QUICK_BUDGET_S
+
+
+def test_sigterm_unwinds_the_demo_so_vllm_is_stopped():
+    """`timeout`/CI send SIGTERM: the demo's exit stack (which stops vLLM) must still run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, signal, time
+        from langchain_ragtune.demo import stop_cleanly_on_sigterm
+        with stop_cleanly_on_sigterm():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                print("stopped the server", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "stopped the server" and out.returncode == 143
+
+
+def test_demo_question_set_covers_every_kind():
+    from langchain_ragtune.demo import DemoPlan, demo_questions, score
+    from langchain_ragtune.eval.locomo import load_sample
+
+    for quick in (True, False):
+        qs = demo_questions(load_sample()[0], DemoPlan.make(quick))
+        kinds = {q["kind"] for q in qs}
+        assert {"specific", "temporal", "holistic", "recent", "small talk", "general"} <= kinds
+        assert all(q["expected"] for q in qs if q["kind"] != "small talk")
+    assert score("It is Saffron.", "Saffron", 4)["correct"] is True
+    assert score("No idea.", "Saffron", 4)["correct"] is False
+    assert score("hello", None, 0) == {"f1": None, "correct": None}

@@ -188,9 +188,11 @@ def _chat(args: argparse.Namespace) -> int:
     from langchain_ragtune.store.commands import parse_namespace
     from langchain_ragtune.tuning.registry import AdapterRegistry
 
+    from langchain_ragtune.demo import stop_cleanly_on_sigterm
+
     ns = parse_namespace(args.namespace)
     serve = ServeConfig.from_env()
-    with contextlib.ExitStack() as stack:
+    with stop_cleanly_on_sigterm(), contextlib.ExitStack() as stack:
         store = stack.enter_context(MemoryStore(StoreConfig.from_env()))
         store.setup()
         registry = AdapterRegistry(store)

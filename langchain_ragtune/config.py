@@ -290,8 +290,9 @@ class RouterConfig:
             weak retrieval and no personal reference needs no memory (``none``).
         fresh_route: the route when the best evidence is newer than the adapter's watermark
             (``retrieval`` or ``hybrid``): the adapter cannot know it.
-        prefer_hybrid: answer with adapter + context (``hybrid``) when retrieval is strong
-            but the query is not clearly specific; ``False`` picks ``retrieval`` instead.
+        prefer_hybrid: when retrieval found only partial evidence (between the weak and the
+            strong scores), let the adapter answer with it (``hybrid``); ``False`` lets the
+            base model answer from it (``retrieval``).
         allow_none: let small talk and general knowledge skip memory.
         router_policy: ``rules`` (the thresholds above) or ``learned`` (a policy fitted by
             ``ragtune router fit``, read from ``router_policy_path``).

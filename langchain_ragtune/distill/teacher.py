@@ -134,7 +134,7 @@ def parse_json_loose(text: str) -> Any | None:
     return None
 
 
-_QA_LINES = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:Q|Question)\s*\d*\s*[:.-]\s*(.+?)\s*\n\s*"
+_QA_LINES = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:Q|Question)\s*\d*\s*[:.-]\s*([^\n]+?)\s*\n\s*"
                        r"(?:A|Answer)\s*\d*\s*[:.-]\s*(.+?)(?=\n\s*(?:\d+[.)]\s*)?(?:Q|Question)\b|\Z)",
                        re.S | re.I)
 

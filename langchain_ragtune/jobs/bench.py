@@ -65,7 +65,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
                          batch_size: int = 8, eval_questions: int = 48,
                          locomo_questions: int | None = None,
                          categories: tuple[int, ...] = (1, 2, 3, 4),
-                         train: bool = True, quiet: bool = False,
+                         sessions: int | None = None, train: bool = True, quiet: bool = False,
                          json_out: str | None = None) -> dict[str, Any]:
     """Distill, train and evaluate parametric memory for one LoCoMo conversation.
 
@@ -79,6 +79,8 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
         eval_questions: held-out distilled questions evaluated closed-book.
         locomo_questions: LoCoMo questions asked (None = all of ``categories``).
         categories: LoCoMo categories asked (1-4 by default; 5 is adversarial).
+        sessions: only the first N sessions (and the questions whose evidence lies in them),
+            for a run that fits a few minutes of CPU training.
         train: train and evaluate (False: distillation numbers only).
         quiet: no progress output.
         json_out: also write the result here.
@@ -97,6 +99,18 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
     if not convs:
         raise ValueError(f"conversation {conversation!r} is not in the LoCoMo file.")
     conv = convs[0]
+    if sessions:
+        import dataclasses
+        import re
+
+        keep = conv.sessions[:sessions]
+        last = max(x.index for x in keep)
+
+        def inside(q: Any) -> bool:
+            nums = [int(m.group(1)) for e in q.evidence for m in [re.match(r"D(\d+):", e)] if m]
+            return bool(nums) and max(nums) <= last
+
+        conv = dataclasses.replace(conv, sessions=keep, qa=[q for q in conv.qa if inside(q)])
     model_cfg = ModelConfig.from_env()
     home = Path(tempfile.mkdtemp(prefix="ragtune-bench-param-"))
     schema = f"bench_param_{uuid.uuid4().hex[:8]}"
@@ -107,6 +121,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
         "bench": "parametric", "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {_cores()} cores, {platform.python_version()}",
         "conversation": conversation, "turns": conv.n_turns, "sessions": len(conv.sessions),
+        "questions": len(conv.qa),
         "settings": {"teacher": teacher, "teacher_max_chunks": teacher_max_chunks,
                      "max_examples": max_examples, "epochs": epochs, "max_steps": max_steps,
                      "batch_size": batch_size, "eval_questions": eval_questions},
@@ -211,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--eval-questions", type=int, default=48)
     p.add_argument("--locomo-questions", type=int)
+    p.add_argument("--sessions", type=int, help="only the first N sessions")
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", dest="json_out", metavar="FILE")
@@ -220,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher=None if a.teacher.lower() == "none" else a.teacher,
         teacher_max_chunks=a.teacher_max_chunks, max_examples=a.max_examples, epochs=a.epochs,
         max_steps=a.max_steps, batch_size=a.batch_size, eval_questions=a.eval_questions,
-        locomo_questions=a.locomo_questions, train=not a.no_train, quiet=a.quiet,
+        locomo_questions=a.locomo_questions, sessions=a.sessions, train=not a.no_train,
+        quiet=a.quiet,
         json_out=a.json_out)
     if not a.json_out:
         json.dump(res, sys.stdout, indent=2, default=str)

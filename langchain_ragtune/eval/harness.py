@@ -357,6 +357,11 @@ def summarize(records: Iterable[Mapping[str, Any]], *, metadata: Mapping[str, An
             entry["exact_match"] = metrics.by_category(
                 [r for r in rows if r.get("exact_match") is not None], "exact_match",
                 overall=OVERALL_CATEGORIES)
+        judged = [r for r in rows if r.get("judge") is not None]
+        if judged:  # LLM judge: CORRECT = 1.0, WRONG = 0.0 (categories 1-4)
+            entry["judge"] = metrics.by_category(judged, "judge", overall=OVERALL_CATEGORIES)
+            entry["judge_n"] = metrics.count_by_category(judged, "judge",
+                                                         overall=OVERALL_CATEGORIES)
         if any("recall" in r for r in rows):
             scored = [r for r in rows if "recall" in r]
             entry["recall_at_k"] = metrics.by_category(scored, "recall",
@@ -405,6 +410,15 @@ def _prepare_totals(preps: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [p[key] for p in preps if isinstance(p.get(key), (int, float))]
         if vals:
             totals[key] = round(sum(vals), 3)
+    if any("fits" in p for p in preps):  # full-context: conversations over the reader's window
+        totals["not_fitting"] = sum(1 for p in preps if p.get("fits") is False)
+    adapters = [p["adapter"] for p in preps if isinstance(p.get("adapter"), dict)
+                and not p["adapter"].get("shared")]
+    if adapters:  # parametric memory: what training each conversation's adapter took
+        totals["adapters"] = [{k: a.get(k) for k in ("adapter", "status", "examples",
+                                                       "closed_book_before", "closed_book_after",
+                                                       "train_seconds", "distill_seconds")}
+                              for a in adapters]
     if totals.get("ingested") and totals.get("seconds"):
         totals["turns_per_s"] = round(totals["ingested"] / totals["seconds"], 1)
     return totals

@@ -154,9 +154,61 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
             lines += [f"Excluded from recall: {e['no_evidence']} question(s) without evidence, "
                       f"{e['unmatched_evidence_only']} whose evidence ids match no turn; "
                       f"{e['unmatched_evidence_ids']} unmatched evidence id(s) ignored.", ""]
+    if meta.get("reader"):
+        tune = meta.get("tune") or {}
+        lines[-2:-2] = [f"- reader: {meta['reader']}; answers up to {meta.get('answer_tokens')} "
+                        f"tokens; seeds {meta.get('seeds')}"
+                        + (f"; training {tune.get('train')}, distillation {tune.get('distill')}"
+                           if tune else "")]
     if any("f1" in s.entry for s in series):
         lines += ["## Answer F1 (LoCoMo official scoring)", ""]
         lines += _metric_table(series, "f1") + [""]
+        unfit = [(s.label, s.entry["prepare"]["not_fitting"], s.entry["prepare"].get(
+            "conversations")) for s in series if (s.entry.get("prepare") or {}).get("not_fitting")]
+        for label, n, total in unfit:
+            lines += [f"{label}: {n} of {total} conversation(s) did not fit the reader's context "
+                      "window; their most recent turns that fit were used.", ""]
+        trained = [(s.label, a) for s in series
+                   for a in (s.entry.get("prepare") or {}).get("adapters") or []]
+        if trained:
+            lines += ["Adapters trained for the run (closed-book accuracy on held-out distilled "
+                      "questions, base -> adapter):", ""]
+            lines += _table(["mode", "adapter", "status", "examples", "closed-book", "train s"],
+                            [[label, a.get("adapter"), a.get("status"),
+                              sum((a.get("examples") or {}).values()) or None,
+                              f"{_fmt(a.get('closed_book_before'))} -> "
+                              f"{_fmt(a.get('closed_book_after'))}",
+                              _fmt(a.get("train_seconds"), 1)] for label, a in trained]) + [""]
+    if any("judge" in s.entry for s in series):
+        judge = meta.get("judge") or {}
+        lines += ["## LLM judge (CORRECT / WRONG, categories 1-4)", "",
+                  f"Judge: {judge.get('model', '?')}, protocol {judge.get('protocol', '?')}; "
+                  f"counts {judge.get('counts', {})}.", ""]
+        lines += _metric_table(series, "judge") + [""]
+    for r in results:
+        spread = r.get("seeds")
+        if spread and spread.get("modes"):
+            lines += [f"## Spread over training seeds {spread['values']}", ""]
+            lines += _table(["mode", "F1 overall mean", "std", "min", "max", "per seed"],
+                            [[m, e["f1_overall"]["mean"], e["f1_overall"]["std"],
+                              e["f1_overall"]["min"], e["f1_overall"]["max"],
+                              ", ".join(f"{v:.3f}" for v in e["f1_overall"]["per_seed"])]
+                             for m, e in spread["modes"].items() if "f1_overall" in e]) + [""]
+            acc = spread.get("router_accuracy_vs_oracle")
+            if acc:
+                lines += [f"Router accuracy vs oracle over seeds: {acc['mean']:.3f} ± "
+                          f"{acc['std']:.3f}.", ""]
+        hol = r.get("holistic")
+        if hol and hol.get("pairs"):
+            lines += ["## Holistic questions, compared pairwise", "",
+                      f"{hol.get('questions_per_conversation')} holistic question(s) per "
+                      f"conversation, every pair of modes judged by {hol.get('judge')} with the "
+                      "two answers in random order; win rate counts a tie as half.", ""]
+            lines += _table(["pair (a vs b)", "n", "a wins", "b wins", "ties", "unparsed",
+                             "a win rate"],
+                            [[pair, row.get("n"), row.get("wins_a"), row.get("wins_b"),
+                              row.get("ties"), row.get("unparsed"), row.get("win_rate_a")]
+                             for pair, row in hol["pairs"].items()]) + [""]
     lines += ["## Latency and memory", ""]
     lines += _table(
         ["mode", "p50 ms", "p95 ms", "memory tokens (mean)", "questions", "prepare s"],
@@ -289,6 +341,8 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     k = (results[0].get("metadata") or {}).get("k")
     if _bars(plt, series, "f1", "F1 (official)", out / "f1_by_category.png"):
         images.append("f1_by_category.png")
+    if _bars(plt, series, "judge", "LLM judge accuracy", out / "judge_by_category.png"):
+        images.append("judge_by_category.png")
     if _bars(plt, series, "recall_at_k", f"evidence recall@{k}", out / "recall_by_category.png"):
         images.append("recall_by_category.png")
     if _quality_latency(plt, series, out / "quality_vs_latency.png"):

@@ -45,6 +45,7 @@ __all__ = [
     "describe_embeddings",
     "file_sha256",
     "format_results",
+    "ingest_conversation",
     "run_retrieval_eval",
 ]
 
@@ -110,6 +111,51 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def ingest_conversation(store: Any, namespace: Sequence[str], conversation: LocomoConversation,
+                        *, reuse: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Put ``conversation`` into ``namespace``: turns written, then embedded in this thread.
+
+    Without ``reuse`` the namespace is forgotten first (its adapters included), so every
+    vector comes from the store's current embedding. With ``reuse``, a namespace that already
+    holds exactly the conversation's turns is kept.
+
+    Returns:
+        ``{"turns", "ingested", "reused"}`` and, when ingested, ``add_seconds`` and
+        ``embed_seconds``.
+    """
+    ns = tuple(namespace)
+    turns = to_turns(conversation)
+    if reuse and store.count(ns) == len(turns):
+        store.flush()  # a run that died mid-embedding left vectors to compute
+        return {"turns": len(turns), "ingested": 0, "reused": True}
+    store.forget(ns)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=2 * len(turns), desc=f"ingest {conversation.sample_id}",
+                   unit="turn", leave=False)
+    t0 = time.perf_counter()
+    for i in range(0, len(turns), _INGEST_BATCH):
+        batch = turns[i:i + _INGEST_BATCH]
+        store.add(ns, batch)
+        if bar is not None:
+            bar.update(len(batch))
+    t1 = time.perf_counter()
+    # Embed now, in this thread, so every search below sees every vector.
+    embed_pending = getattr(store, "embed_pending", None)
+    if callable(embed_pending):
+        while n := embed_pending():
+            if bar is not None:
+                bar.update(n)
+    store.flush()
+    t2 = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    return {"turns": len(turns), "ingested": len(turns), "reused": False,
+            "add_seconds": round(t1 - t0, 3), "embed_seconds": round(t2 - t1, 3)}
+
+
 class RetrievalMode:
     """Evaluation mode ``retrieval``: ingest each conversation, search for each question.
 
@@ -160,37 +206,8 @@ class RetrievalMode:
 
     def prepare(self, conversation: LocomoConversation) -> dict[str, Any]:
         """Ingest the conversation (turns written, then embedded); returns timing stats."""
-        ns = self.namespace(conversation)
-        turns = to_turns(conversation)
-        if self.reuse and self.store.count(ns) == len(turns):
-            self.store.flush()  # a run that died mid-embedding left vectors to compute
-            return {"turns": len(turns), "ingested": 0, "reused": True}
-        self.store.forget(ns)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=2 * len(turns), desc=f"ingest {conversation.sample_id}",
-                       unit="turn", leave=False)
-        t0 = time.perf_counter()
-        for i in range(0, len(turns), _INGEST_BATCH):
-            batch = turns[i:i + _INGEST_BATCH]
-            self.store.add(ns, batch)
-            if bar is not None:
-                bar.update(len(batch))
-        t1 = time.perf_counter()
-        # Embed now, in this thread, so every search below sees every vector.
-        embed_pending = getattr(self.store, "embed_pending", None)
-        if callable(embed_pending):
-            while n := embed_pending():
-                if bar is not None:
-                    bar.update(n)
-        self.store.flush()
-        t2 = time.perf_counter()
-        if bar is not None:
-            bar.close()
-        return {"turns": len(turns), "ingested": len(turns), "reused": False,
-                "add_seconds": round(t1 - t0, 3), "embed_seconds": round(t2 - t1, 3)}
+        return ingest_conversation(self.store, self.namespace(conversation), conversation,
+                                   reuse=self.reuse, progress=self.progress)
 
     def search(self, conversation: LocomoConversation, query: str) -> tuple[list[Any], float]:
         """Search the conversation's namespace; returns ``(results, latency_ms)``."""

@@ -124,19 +124,8 @@ def measure_decision_overhead(queries: int = 2000, k: int = 6, config: RouterCon
 # -- end to end -------------------------------------------------------------------------------
 
 def _forced(router: Any, result: Any, route: str, adapter: str) -> Any:
-    """``result`` answered through ``route`` (whatever the router chose)."""
-    from copy import deepcopy
-
-    from langchain_ragtune.router.decision import RouteDecision
-
-    out = deepcopy(result)
-    uses_adapter = route in ("parametric", "hybrid")
-    out.decision = RouteDecision(route=route, reasons=[f"forced by the benchmark: {route}"],
-                                 adapter=adapter if uses_adapter else None)
-    out.context, out.sources = ("", [])
-    if route in ("retrieval", "hybrid"):
-        out.context, out.sources = router.context_for(result.query, result.hits)
-    out.model = adapter if uses_adapter else router.serve_config.served_model_name
+    """``result`` answered through ``route`` on vLLM (whatever the router chose)."""
+    out = router.force(result, route, adapter=adapter, reason="forced by the benchmark")
     out.backend = "vllm"
     return out
 

@@ -550,6 +550,45 @@ class MemoryRouter:
             t["search"] = (time.perf_counter() - t0) * 1000
         return self._finish(query, state, results, embedding, t, with_context)
 
+    def force(self, result: RouteResult, route: str, *, adapter: str | None = None,
+              reason: str = "forced") -> RouteResult:
+        """A copy of ``result`` answered through ``route``, whatever the router chose.
+
+        Benchmarks and evaluations compare the routes on the same query and the same hits;
+        the context is rebuilt for the routes that use it.
+
+        Args:
+            result: what :meth:`route` returned for the query.
+            route: ``none``, ``retrieval``, ``parametric`` or ``hybrid``.
+            adapter: the adapter for ``parametric``/``hybrid``; default: the namespace's
+                current one.
+            reason: recorded as the decision's only reason.
+
+        Raises:
+            ConfigError: an unknown route, or an adapter route for a namespace without one.
+        """
+        from copy import deepcopy
+
+        if route not in ("none", "retrieval", "parametric", "hybrid"):
+            raise ConfigError(f"route={route!r}: use none, retrieval, parametric or hybrid.")
+        uses_adapter = route in ("parametric", "hybrid")
+        if uses_adapter and adapter is None:
+            adapter = result.decision.adapter or self.namespace_state(result.namespace).adapter
+            if adapter is None:
+                raise ConfigError(
+                    f"route {route!r} needs an adapter, and namespace {result.namespace!r} has "
+                    "none published: run `ragtune refresh --namespace ...` first.")
+        out = deepcopy(result)
+        out.decision = RouteDecision(route=route, reasons=[f"{reason}: {route}"],  # type: ignore[arg-type]
+                                     adapter=adapter if uses_adapter else None)
+        out.context, out.sources = ("", [])
+        if route in ("retrieval", "hybrid"):
+            out.context, out.sources = self.context_for(result.query, result.hits)
+        name = adapter if uses_adapter else self.serve_config.served_model_name
+        local = result.backend == "local"
+        out.model = f"local:{name}" if local else str(name)
+        return out
+
     # -- generation ------------------------------------------------------------------------
 
     def messages(self, result: RouteResult, history: Sequence[Any] = (),

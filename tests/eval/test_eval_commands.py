@@ -71,7 +71,9 @@ def test_eval_locomo_cli_on_sample(hash_store_env, store_config, tmp_path, capsy
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mode", "parametric"], "not available yet"),
+    (["--mode", "parametric", "--seeds", "x"], "must be integers"),
+    (["--mode", "none", "--holistic", "2"], "needs --judge"),
+    (["--mode", "none", "--answer-tokens", "0"], "must be positive"),
     (["--mode", "telepathy"], "unknown mode"),
     (["--categories", "1,9"], "numbers 1-5"),
     (["--categories", "x"], "numbers 1-5"),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,22 @@ def _parse_chat(response: httpx.Response, endpoint: str, model: str) -> ChatAnsw
                       finish_reason=choice.get("finish_reason"))
 
 
+def _stream_chunk(answer: ChatAnswer, line: str) -> bool:
+    """Add one server-sent event of a streamed completion to ``answer``; True at the end."""
+    if not line.startswith("data:"):
+        return False
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return True
+    choice = (json.loads(data).get("choices") or [{}])[0]
+    piece = (choice.get("delta") or {}).get("content") or ""
+    if piece:
+        answer.text += piece
+        answer.completion_tokens += 1
+    answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
+    return False
+
+
 def _raise_for_status(response: httpx.Response, endpoint: str, action: str) -> None:
     if response.status_code >= 400:
         raise ServingError(f"vLLM at {endpoint} failed to {action}: HTTP "
@@ -266,11 +282,32 @@ class VLLMAdminClient(_Base):
         return True
 
     def chat(self, model: str, messages: Sequence[Mapping[str, str]], *, max_tokens: int = 32,
-             temperature: float = 0.0, extra: Mapping[str, Any] | None = None) -> ChatAnswer:
-        """One chat completion (greedy by default), e.g. a canary question."""
+             temperature: float = 0.0, extra: Mapping[str, Any] | None = None,
+             stop_when: Callable[[str], bool] | None = None) -> ChatAnswer:
+        """One chat completion (greedy by default), e.g. a canary question.
+
+        Args:
+            stop_when: ``stop_when(text_so_far)``: stream the answer and stop reading as soon
+                as it returns True (closing the stream aborts the request in vLLM). A canary
+                then costs only the tokens up to its expected answer, not ``max_tokens``.
+        """
         body = _chat_body(model, messages, max_tokens, temperature, extra)
-        return _parse_chat(self._request("POST", "/v1/chat/completions", json=body), self.url,
-                           model)
+        if stop_when is None:
+            return _parse_chat(self._request("POST", "/v1/chat/completions", json=body),
+                               self.url, model)
+        body["stream"] = True
+        answer = ChatAnswer(text="")
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _parse_chat(response, self.url, model)  # raises with vLLM's message
+                for line in response.iter_lines():
+                    if _stream_chunk(answer, line) or stop_when(answer.text):
+                        break
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        return answer
 
     def close(self) -> None:
         self._http.close()

@@ -95,6 +95,36 @@ def test_chat_with_unknown_model_says_load_first() -> None:
             client.chat("nope", [{"role": "user", "content": "hi"}])
 
 
+def test_streamed_chat_stops_once_the_answer_is_there() -> None:
+    """Canaries stream and stop at the expected text: the rest of the answer is not read."""
+    pieces = ["Your", " dog", " is", " Biscuit", ".", " He", " likes", " walks", "."]
+    events = [f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n"
+              for p in pieces] + ["data: [DONE]\n\n"]
+    sent = []
+
+    def stream():
+        for e in events:
+            sent.append(e)
+            yield e.encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content)["stream"] is True
+        return httpx.Response(200, content=stream(),
+                              headers={"content-type": "text/event-stream"})
+
+    with VLLMAdminClient(URL, transport=httpx.MockTransport(handler)) as client:
+        answer = client.chat("a", [{"role": "user", "content": "dog?"}], max_tokens=40,
+                             stop_when=lambda text: "biscuit" in text.lower())
+        assert answer.text == "Your dog is Biscuit" and answer.completion_tokens == 4
+        assert len(sent) < len(events)  # it stopped reading
+        whole = client.chat("a", [{"role": "user", "content": "dog?"}],
+                            stop_when=lambda text: False)
+        assert whole.text == "".join(pieces)
+        with pytest.raises(AdapterLoadError, match="does not serve model 'nope'"):
+            VLLMAdminClient(URL, transport=httpx.MockTransport(FakeVLLM())).chat(
+                "nope", [{"role": "user", "content": "hi"}], stop_when=lambda text: True)
+
+
 async def test_async_twin_behaves_the_same() -> None:
     fake = FakeVLLM()
     async with AsyncVLLMAdminClient(URL, transport=httpx.MockTransport(fake)) as client:

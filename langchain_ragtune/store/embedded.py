@@ -70,14 +70,9 @@ _AVX512 = ("avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl")
 
 
 def _cpu_flags() -> set[str] | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
+    from langchain_ragtune.hardware import cpu_flags
+
+    return cpu_flags()
 
 
 def _socket_dir(uri: str) -> Path | None:

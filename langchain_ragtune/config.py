@@ -144,6 +144,18 @@ class StoreConfig:
         ann_index: ``auto`` (default): keep an HNSW index unless the server cannot run it
             (the embedded pgvector build on a CPU without AVX-512); ``on``; ``off``: every
             vector search scans its namespace exactly (``RAGTUNE_ANN_INDEX``).
+        keyword_scoring: how keyword search ranks its matches: ``bm25`` (default) weighs
+            each query word by how rare it is in the namespace (an inverse document
+            frequency counted at query time); ``ts_rank_cd`` is PostgreSQL's cover-density
+            rank, which weighs every word alike (``RAGTUNE_KEYWORD_SCORING``).
+        keyword_max_df: with ``bm25``, query words found in more than this share of the
+            namespace's memories (and in more than ``keyword_df_floor`` of them) are left
+            out of the keyword query, unless no other word is left: a speaker's name in a
+            two-person chat, or "really" and "love" in chat turns, say little about which
+            memory is meant. 1.0 keeps every word (``RAGTUNE_KEYWORD_MAX_DF``).
+        keyword_df_floor: a word found in at most this many memories is never left out,
+            whatever the namespace's size (``RAGTUNE_KEYWORD_DF_FLOOR``).
+        bm25_k1: BM25's term-frequency saturation (``RAGTUNE_BM25_K1``).
     """
 
     pg_uri: str | None = None
@@ -159,15 +171,27 @@ class StoreConfig:
     embed_batch_size: int = 64
     connect_timeout: float = 15.0
     ann_index: str = "auto"
+    keyword_scoring: str = "bm25"
+    keyword_max_df: float = 0.05
+    keyword_df_floor: int = 10
+    bm25_k1: float = 1.2
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
         if self.ann_index not in ("auto", "on", "off"):
             raise ConfigError(f"StoreConfig.ann_index={self.ann_index!r}: use auto, on or off "
                               "(RAGTUNE_ANN_INDEX).")
+        if self.keyword_scoring not in ("bm25", "ts_rank_cd"):
+            raise ConfigError(f"StoreConfig.keyword_scoring={self.keyword_scoring!r}: use bm25 "
+                              "or ts_rank_cd (RAGTUNE_KEYWORD_SCORING).")
         validate_identifier(self.schema, "StoreConfig.schema (RAGTUNE_SCHEMA)")
         _check_positive(self, "pool_size", "exact_search_below", "ef_search", "rrf_k", "keyword_weight",
-                        "candidates", "embed_batch_size", "connect_timeout")
+                        "candidates", "embed_batch_size", "connect_timeout", "keyword_max_df",
+                        "keyword_df_floor", "bm25_k1")
+        if self.keyword_max_df > 1:
+            raise ConfigError(f"StoreConfig.keyword_max_df={self.keyword_max_df!r} is a share of "
+                              "the namespace: use a number in (0, 1], 1 to keep every query word "
+                              "(RAGTUNE_KEYWORD_MAX_DF).")
         if self.ef_search > 1000:
             raise ConfigError(f"StoreConfig.ef_search={self.ef_search} is above pgvector's "
                               "maximum of 1000 (RAGTUNE_EF_SEARCH).")

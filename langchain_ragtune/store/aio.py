@@ -288,16 +288,19 @@ class AsyncMemoryStore(BaseMemoryStore):
         vector_rows: list[dict] = []
         keyword_rows: list[dict] = []
         async with self._conn() as conn:
-            if mode in ("hybrid", "vector"):
+            size = 0
+            if self._needs_size(mode):
                 size = self._cached_size(namespace)
                 if size is None:
                     cur = await conn.execute(self.render(sql.COUNT_SQL), {"namespace": list(namespace)})
                     size = (await cur.fetchone())["count"]
                     self._remember_size(namespace, size)
+            if mode in ("hybrid", "vector"):
                 params["vector"] = vector_literal(await self.embeddings.aembed_query(query))
                 vector_rows = await (await conn.execute(self._vector_sql(namespace, size), params)).fetchall()
             if mode in ("hybrid", "keyword"):
-                keyword_rows = await (await conn.execute(self.render(sql.KEYWORD_SQL), params)).fetchall()
+                keyword_sql = self._keyword_sql(params, size)
+                keyword_rows = await (await conn.execute(keyword_sql, params)).fetchall()
             results = self._fuse(mode, params["limit"] if window else k, vector_rows,
                                  keyword_rows)
             if window and results:

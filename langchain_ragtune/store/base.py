@@ -34,7 +34,8 @@ from langchain_ragtune.store.types import (
     validate_namespace,
 )
 
-__all__ = ["BaseMemoryStore", "embedding_text", "embedding_texts", "rrf_fuse", "vector_literal"]
+__all__ = ["BaseMemoryStore", "embedding_text", "embedding_texts", "keyword_df_cap", "rrf_fuse",
+           "vector_literal"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,22 @@ def rrf_fuse(rankings: Sequence[Sequence[Hashable]], *, rrf_k: int = 60,
             scores[key] = scores.get(key, 0.0) + weight / (rrf_k + rank)
     order = {key: i for i, key in enumerate(scores)}
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def keyword_df_cap(n_docs: int, max_df: float, floor: int) -> int:
+    """Most memories a query word may be found in before BM25 search leaves it out.
+
+    A word is common when it is in more than ``max_df`` of the namespace's ``n_docs``
+    memories and in more than ``floor`` of them (so small namespaces keep their words);
+    ``max_df >= 1`` keeps every word.
+
+    Example:
+        >>> keyword_df_cap(600, 0.05, 10), keyword_df_cap(40, 0.05, 10)
+        (30, 10)
+    """
+    if max_df >= 1:
+        return 2**62  # a bigint LIMIT that no count reaches
+    return max(int(max_df * max(n_docs, 0)), int(floor))
 
 
 def row_to_memory(row: Mapping[str, Any]) -> Memory:
@@ -219,6 +236,20 @@ class BaseMemoryStore:
             "limit": k * self.config.candidates if mode == "hybrid" or window else k,
         }
         return namespace, query, k, mode, window, params
+
+    def _needs_size(self, mode: str) -> bool:
+        """Whether a search in ``mode`` needs the namespace's size (plan choice, BM25's N)."""
+        return mode != "keyword" or self.config.keyword_scoring == "bm25"
+
+    def _keyword_sql(self, params: dict[str, Any], size: int) -> str:
+        """The keyword statement for the configured scoring; adds its parameters to ``params``."""
+        if self.config.keyword_scoring == "ts_rank_cd":
+            return self.render(sql.KEYWORD_SQL)
+        params["n_docs"] = size
+        params["df_cap"] = keyword_df_cap(size, self.config.keyword_max_df,
+                                          self.config.keyword_df_floor)
+        params["k1"] = float(self.config.bm25_k1)
+        return self.render(sql.KEYWORD_BM25_SQL)
 
     def _vector_sql(self, namespace: tuple[str, ...], size: int | None) -> str:
         exact = not self.ann_index or (size is not None and size < self.config.exact_search_below)

@@ -330,6 +330,67 @@ WHERE q.query <> ''::tsquery AND tsv @@ q.query AND {SEARCH_FILTERS}
 ORDER BY kscore DESC, seq DESC
 LIMIT %(limit)s"""
 
+# BM25 on the keyword side (StoreConfig.keyword_scoring = "bm25", the default). ts_rank_cd
+# above weighs every lexeme alike, so a word found in half of a namespace (a speaker's name
+# in a two-person chat) counts as much as a rare one. Here:
+# * terms: the query's distinct lexemes, each as a one-lexeme tsquery (quoted for tsquery
+#   input: chr(39) is the quote, doubled inside; chr(92), the backslash, escaped);
+# * stats: how many live memories of the namespace hold each one (its document frequency),
+#   counted through the GIN index for these lexemes only, so nothing is maintained on
+#   writes, and counted no further than `df_cap` + 1: a lexeme found in more than `df_cap`
+#   memories is "common" and its exact count is not needed;
+# * kept: common lexemes are left out of the query, because they say little about which
+#   memory is meant and scoring them means reading every memory that holds them; when every
+#   lexeme is common they are all kept, with their exact counts;
+# * scored: sum over kept lexemes of idf * tf * (k1 + 1) / (tf + k1), with BM25's idf
+#   ln(1 + (N - df + 0.5) / (df + 0.5)), N = `n_docs` (the namespace's live size, which the
+#   store knows for the exact-vs-HNSW choice), tf = the lexeme's positions in the memory.
+#   No length normalisation (BM25's b = 0): measured on LoCoMo chat turns, normalising by
+#   length ranked the evidence lower (longer turns say more, docs/benchmarks.md).
+KEYWORD_BM25_SQL = f"""
+WITH terms AS (
+    SELECT t.lexeme,
+           (chr(39) || replace(replace(t.lexeme, chr(92), chr(92) || chr(92)),
+                               chr(39), chr(39) || chr(39)) || chr(39))::tsquery AS tq
+    FROM unnest(to_tsvector('english', %(text)s)) AS t),
+stats AS (
+    SELECT terms.lexeme, terms.tq,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM {{schema}}.memories d
+                WHERE d.namespace = %(namespace)s
+                  AND (d.expires_at IS NULL OR d.expires_at > now()) AND d.tsv @@ terms.tq
+                LIMIT %(df_cap)s::bigint + 1) c) AS df
+    FROM terms),
+fallback AS (
+    SELECT NOT EXISTS (SELECT 1 FROM stats WHERE df BETWEEN 1 AND %(df_cap)s) AS all_common),
+kept AS MATERIALIZED (  -- so an exact count runs once per lexeme, not once per use
+    SELECT s.lexeme, s.tq,
+           CASE WHEN s.df <= %(df_cap)s THEN s.df
+                ELSE (SELECT count(*) FROM {{schema}}.memories d
+                      WHERE d.namespace = %(namespace)s
+                        AND (d.expires_at IS NULL OR d.expires_at > now()) AND d.tsv @@ s.tq)
+           END AS df
+    FROM stats s, fallback f
+    WHERE s.df > 0 AND (s.df <= %(df_cap)s OR f.all_common)),
+weighted AS (
+    SELECT k.lexeme, k.tq,
+           ln(1.0 + (greatest(%(n_docs)s::float8, k.df) - k.df + 0.5) / (k.df + 0.5)) AS idf
+    FROM kept k),
+scored AS (
+    SELECT m.id AS hit_id, m.seq AS hit_seq,
+           sum(w.idf * f.tf * (%(k1)s::float8 + 1) / (f.tf + %(k1)s::float8)) AS kscore
+    FROM weighted w
+    JOIN {{schema}}.memories m ON m.tsv @@ w.tq
+    CROSS JOIN LATERAL (SELECT coalesce(cardinality(u.positions), 1) AS tf
+                        FROM unnest(m.tsv) AS u WHERE u.lexeme = w.lexeme) f
+    WHERE {SEARCH_FILTERS}
+    GROUP BY m.id, m.seq
+    ORDER BY kscore DESC, m.seq DESC
+    LIMIT %(limit)s)
+SELECT {_MEMORY_COLUMNS}, s.kscore
+FROM scored s JOIN {{schema}}.memories ON id = s.hit_id
+ORDER BY s.kscore DESC, s.hit_seq DESC"""
+
 # Up to `window` turns of the same thread on each side of every hit, in conversation order.
 CONTEXT_SQL = f"""
 SELECT h.id::text AS hit_id, n.* FROM unnest(%(ids)s::uuid[]) AS h(id)

@@ -358,7 +358,9 @@ class MemoryStore(BaseMemoryStore):
         """Find the memories of ``namespace`` that best match ``query``.
 
         Hybrid mode fuses HNSW/exact cosine search with PostgreSQL full-text search by
-        reciprocal rank fusion; ``vector`` and ``keyword`` use one side only.
+        reciprocal rank fusion; ``vector`` and ``keyword`` use one side only. The keyword
+        side ranks by BM25 and leaves out query words common in the namespace
+        (``StoreConfig.keyword_scoring``, ``keyword_max_df``).
 
         Args:
             namespace: where to search; nothing outside it is ever returned.
@@ -380,16 +382,18 @@ class MemoryStore(BaseMemoryStore):
         vector_rows: list[dict] = []
         keyword_rows: list[dict] = []
         with self._conn() as conn:
-            if mode in ("hybrid", "vector"):
+            size = 0
+            if self._needs_size(mode):
                 size = self._cached_size(namespace)
                 if size is None:
                     size = conn.execute(self.render(sql.COUNT_SQL),
                                         {"namespace": list(namespace)}).fetchone()["count"]
                     self._remember_size(namespace, size)
+            if mode in ("hybrid", "vector"):
                 params["vector"] = vector_literal(self.embeddings.embed_query(query))
                 vector_rows = conn.execute(self._vector_sql(namespace, size), params).fetchall()
             if mode in ("hybrid", "keyword"):
-                keyword_rows = conn.execute(self.render(sql.KEYWORD_SQL), params).fetchall()
+                keyword_rows = conn.execute(self._keyword_sql(params, size), params).fetchall()
             results = self._fuse(mode, params["limit"] if window else k, vector_rows,
                                  keyword_rows)
             if window and results:

@@ -228,9 +228,11 @@ class SearchResult:
     Attributes:
         memory: the memory that matched.
         score: the fused score (reciprocal rank fusion in hybrid mode; cosine similarity in
-            vector mode; text rank in keyword mode). Higher is better.
+            vector mode; the keyword score in keyword mode). Higher is better.
         vector_score: cosine similarity to the query, if vector search saw it.
-        keyword_score: PostgreSQL ``ts_rank_cd`` of the query, if keyword search matched it.
+        keyword_score: the keyword side's score, if keyword search matched it: BM25 over
+            the query's words that are not common in the namespace (or PostgreSQL's
+            ``ts_rank_cd`` with ``StoreConfig.keyword_scoring = "ts_rank_cd"``).
         context: the memory with up to ``window`` turns of its thread on each side, in order.
     """
 

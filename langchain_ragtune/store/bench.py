@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -216,11 +217,35 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
                 first, second = (ours, raw_query) if qi % 2 == 0 else (raw_query, ours)
                 first(qi, ns)
                 second(qi, ns)
-        hybrid_ms = []
-        for qi in range(min(200, queries)):
-            t1 = time.perf_counter()
-            store.search((f"tenant-{q_ns[qi]}",), f"memory q:{qi}", k=k, mode="hybrid")
-            hybrid_ms.append((time.perf_counter() - t1) * 1000)
+        # Hybrid and keyword search under both keyword scorings, interleaved query by query.
+        # Every memory holds "memory": BM25 leaves it out of "memory q:N" (found in more
+        # than keyword_max_df of the namespace) where ts_rank_cd ranks every row holding
+        # it; the query "memory" alone is BM25's worst case (every word common, so every
+        # row holding it is scored, with exact counts).
+        plain = MemoryStore(dataclasses.replace(config, keyword_scoring="ts_rank_cd"),
+                            embeddings=emb, background_embedding=False)
+        plain.ann_index = store.ann_index
+        scorings = {config.keyword_scoring: store, "ts_rank_cd": plain}
+        timings: dict[tuple[str, str], list[float]] = {}
+        try:
+            for qi in range(min(200, queries)):
+                ns = (f"tenant-{q_ns[qi]}",)
+                order = list(scorings.items())
+                for name, s in (order if qi % 2 == 0 else order[::-1]):
+                    for what, text, mode in (("hybrid", f"memory q:{qi}", "hybrid"),
+                                             ("keyword", f"memory q:{qi}", "keyword"),
+                                             ("keyword_common", "memory", "keyword")):
+                        t1 = time.perf_counter()
+                        s.search(ns, text, k=k, mode=mode)
+                        timings.setdefault((what, name), []).append(
+                            (time.perf_counter() - t1) * 1000)
+        finally:
+            plain.close()
+        hybrid_ms = timings[("hybrid", config.keyword_scoring)]
+        by_scoring = {name: {what: {"p50_ms": _pct(timings[(what, name)], 50),
+                                    "p95_ms": _pct(timings[(what, name)], 95)}
+                             for what in ("hybrid", "keyword", "keyword_common")}
+                      for name in scorings}
 
         result = {
             "ours": {"p50_ms": _pct(ours_ms, 50), "p95_ms": _pct(ours_ms, 95),
@@ -232,12 +257,15 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
             "incremental_rows_per_s": round(incr_rows_s, 1),
             "write_ack_ms": {"p50": _pct(ack, 50), "p95": _pct(ack, 95)},
             "hybrid": {"p50_ms": _pct(hybrid_ms, 50), "p95_ms": _pct(hybrid_ms, 95)},
+            "keyword_scoring": by_scoring,
             "p95_ratio_ours_over_raw": round(_pct(ours_ms, 95) / max(_pct(raw_ms, 95), 1e-9), 3),
             "by_namespace_size": _recall_by_size(q_ns, sizes, ours_found, raw_found, truth,
                                                  config.exact_search_below, ours_ms, raw_ms),
             "config": {"memories": memories, "queries": queries, "k": k, "seed": seed,
                        "namespaces": len(sizes), "largest_namespace": sizes[0],
                        "ef_search": config.ef_search, "ann_index": store.ann_index,
+                       "keyword_scoring": config.keyword_scoring,
+                       "keyword_max_df": config.keyword_max_df,
                        "exact_search_below": config.exact_search_below, "dim": _DIM},
             "machine": _machine(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -210,6 +210,7 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
                     publish: Callable[[Any], Any] | None = None,
                     ensure_loaded: Callable[[Any], Any] | None = None,
                     judge: Any = None, holistic: int = 0,
+                    holistic_modes: Sequence[str] | None = None,
                     namespace_prefix: Sequence[str] = ("locomo-eval",),
                     records_path: str | os.PathLike[str] | None = None, resume: bool = False,
                     progress: bool = True, data: dict[str, Any] | None = None,
@@ -234,6 +235,7 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         publish, ensure_loaded: see :class:`~.modes.ConversationMemory`.
         judge: a chat model grading answers CORRECT/WRONG (categories 1-4), or ``None``.
         holistic: holistic questions per conversation compared pairwise by ``judge``.
+        holistic_modes: the modes compared there (default: every mode of the run).
         namespace_prefix: first labels of the conversations' namespaces.
         records_path: per-question JSON lines (resumable); seeds after the first write
             ``<stem>.seed<N>.jsonl`` next to it.
@@ -251,6 +253,10 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         tune = TuneSettings()
     if holistic and judge is None:
         raise InvalidInputError("--holistic compares modes with a judge: pass --judge too.")
+    stray = [m for m in holistic_modes or () if m not in modes]
+    if stray or (holistic_modes is not None and len(holistic_modes) < 2):
+        raise InvalidInputError(f"--holistic-modes {list(holistic_modes or ())} must name at "
+                                f"least two modes of this run ({', '.join(modes)}).")
     cats = sorted({int(c) for c in categories}) if categories is not None else None
     started = now_iso()
     t0 = time.perf_counter()
@@ -298,7 +304,8 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
                 judge_counts[key] = judge_counts.get(key, 0) + n
         seed_rows[seed] = rows
         if first and holistic:
-            holistic_out = _holistic(conversations, built, judge, holistic, seed=seed,
+            compared = [m for m in built if holistic_modes is None or m.name in holistic_modes]
+            holistic_out = _holistic(conversations, compared, judge, holistic, seed=seed,
                                      progress=progress)
         all_rows += rows
     # Each seed's summary: its own seed-dependent modes, the first seed's other modes.

@@ -101,6 +101,9 @@ def register(subparsers: Any) -> None:
     ans.add_argument("--judge", default=None,
                      help="grade answers CORRECT/WRONG with an LLM judge: served, local, or an "
                           "init_chat_model string (categories 1-4)")
+    ans.add_argument("--holistic-modes", metavar="MODES",
+                     help="comma-separated modes compared on holistic questions (default: "
+                          "every mode of the run; e.g. parametric,retrieval,routed)")
     ans.add_argument("--judge-tokens", type=int, default=96,
                      help="longest judge reply: a one-sentence reason and the label (96)")
     ans.add_argument("--holistic", type=int, default=0, metavar="N",
@@ -395,6 +398,7 @@ def _eval_answers(args: argparse.Namespace, modes: list[str], conversations: lis
             max_questions=args.max_questions, tune=tune, seeds=seeds,
             reuse=args.reuse_ingest, reuse_adapters=args.reuse_adapters, publish=publish,
             ensure_loaded=ensure_loaded, judge=judge, holistic=args.holistic,
+            holistic_modes=_parse_modes(args.holistic_modes) if args.holistic_modes else None,
             namespace_prefix=(args.namespace_prefix,), records_path=records,
             resume=args.resume, progress=not quiet, data=data,
             include_questions=not args.no_questions, memories=memories)

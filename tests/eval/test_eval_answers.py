@@ -185,12 +185,16 @@ def test_holistic_questions_are_compared_pairwise(store, tmp_path, options):
             msg = AIMessage(content='{"winner": "A"}')
             return ChatResult(generations=[ChatGeneration(message=msg)])
 
-    result = _run(store, tmp_path, options, modes=["retrieval", "parametric"], judge=AlwaysA(),
-                  holistic=2)
+    result = _run(store, tmp_path, options, modes=["none", "retrieval", "parametric"],
+                  judge=AlwaysA(), holistic=2, holistic_modes=["parametric", "retrieval"])
     hol = result["holistic"]
+    assert list(hol["pairs"]) == ["retrieval vs parametric"]  # only the modes asked for
     pair = hol["pairs"]["retrieval vs parametric"]
     assert pair["n"] == 2 and pair["wins_a"] + pair["wins_b"] == 2  # a judge always saying "A"
     assert {a["mode"] for a in hol["answers"]} == {"retrieval", "parametric"}
+    with pytest.raises(InvalidInputError, match="holistic-modes"):
+        _run(store, tmp_path, options, modes=["none"], judge=AlwaysA(), holistic=1,
+             holistic_modes=["none", "parametric"])
 
 
 def test_adapter_modes_need_a_reader_that_serves_adapters(store, tmp_path):

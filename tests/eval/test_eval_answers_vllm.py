@@ -37,7 +37,8 @@ def test_eval_every_mode_on_a_real_server(pg_uri, vllm_server, serving_base_mode
                    "--teacher", "none", "--max-examples", "48", "--max-steps", "4",
                    "--heldout-questions", "2", "--context-tokens", "1024",
                    "--answer-tokens", "24", "--judge", "served", "--judge-tokens", "32",
-                   "--holistic", "1", "--no-progress",
+                   "--holistic", "1", "--holistic-modes", "parametric,retrieval",
+                   "--no-progress",
                    "--json", str(out), "--report", str(tmp_path / "report")])
     finally:
         import psycopg
@@ -67,5 +68,6 @@ def test_eval_every_mode_on_a_real_server(pg_uri, vllm_server, serving_base_mode
     assert modes["full-context"]["prepare"]["not_fitting"] == 1  # ~5k tokens, 1k window
     assert result["router"]["mode"] == "routed" and result["router"]["mix"]
     assert result["metadata"]["judge"]["counts"]["judged"] == 12
-    assert result["holistic"]["pairs"] and len(result["holistic"]["answers"]) == 6
+    hol = result["holistic"]
+    assert list(hol["pairs"]) == ["retrieval vs parametric"] and len(hol["answers"]) == 2
     assert (tmp_path / "report" / "report.md").exists()

@@ -160,12 +160,23 @@ def test_publish_swaps_under_concurrent_load(registry, publisher, vllm_admin, fa
 
     threads = [threading.Thread(target=worker, args=(llm, "adapter")) for _ in range(3)]
     threads.append(threading.Thread(target=worker, args=(base_llm, "base")))
+    def answered_by(name: str) -> int:
+        with lock:
+            return sum(1 for r in results if r[0] == "adapter" and r[2] == name)
+
+    def wait_for(name: str, n: int, timeout_s: float = 180.0) -> None:
+        # Load before and after the switch is counted in answers, not seconds: a slow CPU
+        # (6 tokens/s on an AVX2-only machine) answers few requests in a fixed interval.
+        deadline = time.monotonic() + timeout_s
+        while answered_by(name) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     for t in threads:
         t.start()
-    time.sleep(2)
+    wait_for(v1.name, 3)
     v2 = _register(registry, ns, "v2", fact_adapters["v2"], serving_base_model)
     second = publisher.publish(v2)
-    time.sleep(2)
+    wait_for(v2.name, 3)
     stop.set()
     for t in threads:
         t.join(timeout=60)

@@ -36,15 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ragtune.errors import InvalidInputError
-from langchain_ragtune.eval.harness import (
-    RecordsFile,
-    git_commit,
-    git_dirty,
-    machine_info,
-    now_iso,
-    run_modes,
-    summarize,
-)
+from langchain_ragtune.eval.harness import RecordsFile, now_iso, run_metadata, run_modes, summarize
 from langchain_ragtune.eval.locomo import LocomoConversation
 from langchain_ragtune.eval.modes import (
     ConversationMemory,
@@ -319,29 +311,12 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         result["seeds"] = seed_spread(per_seed, [m for m in modes if m in SEED_MODES])
     if holistic_out is not None:
         result["holistic"] = holistic_out
-    metadata = {
-        "benchmark": "locomo",
-        "date": started,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "machine": machine_info(),
-        "commit": git_commit(),
-        "commit_dirty": git_dirty(),
-        "data": data or {},
-        "conversations": [c.sample_id for c in conversations],
-        "categories": cats,
-        "modes": list(modes),
-        "mode_settings": mode_settings,
-        "reader": reader.name,
-        "k": k,
-        "window": window,
-        "answer_tokens": answer_tokens,
-        "seeds": seeds,
-        "tune": tune.describe() if tune else None,
-        "n_questions": sum(1 for r in first_rows if r.get("kind") == "question"),
-        "overall_categories": [1, 2, 4],
-        "records": str(records_path) if records_path else None,
-        "token_estimate": "characters / 4",
-    }
+    metadata = run_metadata(
+        store, conversations, started=started, seconds=time.perf_counter() - t0, data=data,
+        categories=cats, records_path=records_path, modes=list(modes),
+        mode_settings=mode_settings, reader=reader.name, k=k, window=window,
+        answer_tokens=answer_tokens, seeds=seeds, tune=tune.describe() if tune else None,
+        n_questions=sum(1 for r in first_rows if r.get("kind") == "question"))
     embeddings = getattr(store, "embeddings", None)
     if embeddings is not None:
         from langchain_ragtune.eval.retrieval_eval import describe_embeddings
@@ -353,10 +328,6 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         metadata["judge"] = {"model": describe_model(judge), "protocol": JUDGE_PROTOCOL,
                              "prompt": JUDGE_PROMPT, "categories": [1, 2, 3, 4],
                              "counts": judge_counts}
-    config = getattr(store, "config", None)
-    if dataclasses.is_dataclass(config):
-        metadata["store"] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                             if f.name not in ("pg_uri", "home")}
     result["metadata"] = metadata
     if include_questions:
         result["questions"] = [r for r in all_rows if r.get("kind") == "question"]

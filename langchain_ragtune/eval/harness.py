@@ -53,6 +53,7 @@ __all__ = [
     "git_dirty",
     "machine_info",
     "now_iso",
+    "run_metadata",
     "run_modes",
     "score_record",
     "summarize",
@@ -444,6 +445,39 @@ def _router_summary(questions: list[dict[str, Any]], routed: list[dict[str, Any]
         hits += scores[r["route"]] >= max(scores.values())
     return {"mix": mix, "accuracy_vs_oracle": hits / total if total else None,
             "oracle_questions": total}
+
+
+def run_metadata(store: Any, conversations: Sequence[LocomoConversation], *, started: str,
+                 seconds: float, data: Mapping[str, Any] | None,
+                 categories: Sequence[int] | None, records_path: Any,
+                 **settings: Any) -> dict[str, Any]:
+    """What every results JSON says about its run: when, where, on what data and code.
+
+    ``settings`` (k, window, modes...) are added as given. The store's search settings are
+    kept too, never its URI (it may hold a password).
+    """
+    import dataclasses
+
+    meta: dict[str, Any] = {
+        "benchmark": "locomo",
+        "date": started,
+        "wall_seconds": round(seconds, 1),
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "commit_dirty": git_dirty(),
+        "data": dict(data or {}),
+        "conversations": [c.sample_id for c in conversations],
+        "categories": list(categories) if categories is not None else None,
+        **settings,
+        "overall_categories": list(OVERALL_CATEGORIES),
+        "records": str(records_path) if records_path else None,
+        "token_estimate": "characters / 4",
+    }
+    config = getattr(store, "config", None)
+    if dataclasses.is_dataclass(config):
+        meta["store"] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                         if f.name not in ("pg_uri", "home")}
+    return meta
 
 
 def machine_info() -> dict[str, Any]:

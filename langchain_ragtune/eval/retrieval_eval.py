@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import time
@@ -30,10 +29,8 @@ from langchain_ragtune.eval.harness import (
     ModeAnswer,
     RecordsFile,
     estimate_tokens,
-    git_commit,
-    git_dirty,
-    machine_info,
     now_iso,
+    run_metadata,
     run_modes,
     summarize,
 )
@@ -268,29 +265,9 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
     finally:
         if records:
             records.close()
-    n_questions = sum(1 for r in rows if r.get("kind") == "question")
-    metadata = {
-        "benchmark": "locomo",
-        "date": started,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "machine": machine_info(),
-        "commit": git_commit(),
-        "commit_dirty": git_dirty(),
-        "data": data or {},
-        "conversations": [c.sample_id for c in conversations],
-        "categories": cats,
-        "k": k,
-        "window": window,
-        "search_mode": search_mode,
-        "embedding_model": mode.describe()["embeddings"],
-        "n_questions": n_questions,
-        "overall_categories": [1, 2, 4],
-        "records": str(records_path) if records_path else None,
-        "token_estimate": "characters / 4",
-    }
-    config = getattr(store, "config", None)
-    if dataclasses.is_dataclass(config):
-        # Every search setting, for reproducibility; never the URI (it may hold a password).
-        metadata["store"] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                             if f.name not in ("pg_uri", "home")}
+    metadata = run_metadata(
+        store, conversations, started=started, seconds=time.perf_counter() - t0, data=data,
+        categories=cats, records_path=records_path, k=k, window=window,
+        search_mode=search_mode, embedding_model=mode.describe()["embeddings"],
+        n_questions=sum(1 for r in rows if r.get("kind") == "question"))
     return summarize(rows, metadata=metadata, include_questions=include_questions)

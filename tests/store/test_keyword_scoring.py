@@ -83,6 +83,13 @@ def test_score_is_bm25_of_the_namespace(store):
     n, df, tf, k1 = 4, 1, 1, store.config.bm25_k1
     idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
     assert hit.keyword_score == pytest.approx(idf * tf * (k1 + 1) / (tf + k1))
+    # A word said three times saturates: tf 3 scores (k1 + 1) * 3 / (3 + k1) times tf 1.
+    store.add(ns, ["stripes, stripes and more stripes"])
+    (hit,) = store.search(ns, "stripes", k=1, mode="keyword")
+    assert hit.text.startswith("stripes, stripes")
+    n, df, tf = 5, 3, 3
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    assert hit.keyword_score == pytest.approx(idf * tf * (k1 + 1) / (tf + k1), rel=1e-6)
     # Two matching words add up: "lion mane" holds the rarer word too.
     top = store.search(ns, "lion mane", k=2, mode="keyword")
     assert [h.text for h in top] == ["lion mane", "lion roar"]

@@ -663,10 +663,15 @@ class MemoryRouter:
         if attempt < 2 and result.backend != "local" and is_unreachable(exc):
             self.mark_serving_down(exc)
             if not self.has_local_backend:
+                from langchain_ragtune.serving.chat import endpoint_for
+
+                cfg = getattr(self._factory, "serve_config", None)  # the vLLM factory's
+                where = endpoint_for(cfg) if cfg is not None else "the model server"
                 raise ServingError(
-                    f"vLLM is unreachable ({exc}) and no in-process backend is configured. "
-                    "Start the server (`ragtune serve`), check RAGTUNE_VLLM_URLS, or enable the "
-                    "fallback (RAGTUNE_LOCAL_FALLBACK=1).") from exc
+                    f"vLLM at {where} is unreachable ({type(exc).__name__}: {exc}) and no "
+                    "in-process backend is configured. Start the server (`ragtune serve`), "
+                    "check RAGTUNE_VLLM_URLS, or enable the fallback "
+                    "(RAGTUNE_LOCAL_FALLBACK=1).") from exc
             return
         if attempt < 2 and result.backend != "local" and result.decision.uses_adapter \
                 and _is_not_found(exc):

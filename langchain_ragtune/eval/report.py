@@ -80,13 +80,24 @@ def series_of(results: Sequence[Mapping[str, Any]]) -> list[Series]:
         ...         for w in (0, 1)]
         >>> [s.label for s in series_of(runs)]
         ['retrieval (window=0)', 'retrieval (window=1)']
+        >>> runs = [{"modes": {"retrieval": {}}, "metadata": {"store": {"keyword_scoring": s}}}
+        ...         for s in ("bm25", "ts_rank_cd")]
+        >>> [s.label for s in series_of(runs)]
+        ['retrieval (keyword_scoring=bm25)', 'retrieval (keyword_scoring=ts_rank_cd)']
     """
     metas = [r.get("metadata") or {} for r in results]
     differing = [key for key in _LABEL_KEYS
                  if len({json.dumps(m.get(key), default=str) for m in metas}) > 1]
+    # Store settings too (keyword_scoring, rrf_k...): runs of one command under different
+    # RAGTUNE_* variables differ only there.
+    stores = [m.get("store") or {} for m in metas]
+    store_keys = sorted({k for st in stores for k in st} - {"schema", "home", "pg_uri"})
+    differing_store = [key for key in store_keys
+                       if len({json.dumps(st.get(key), default=str) for st in stores}) > 1]
     out = []
-    for result, meta in zip(results, metas, strict=True):
-        suffix = ", ".join(f"{key}={meta.get(key)}" for key in differing)
+    for result, meta, store in zip(results, metas, stores, strict=True):
+        suffix = ", ".join([f"{key}={meta.get(key)}" for key in differing]
+                           + [f"{key}={store.get(key)}" for key in differing_store])
         for mode, entry in result["modes"].items():
             label = f"{mode} ({suffix})" if suffix else mode
             out.append(Series(label, mode, entry, meta, entry.get("router")))
@@ -266,7 +277,10 @@ def _bars(plt: Any, series: Sequence[Series], key: str, ylabel: str, path: Path)
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    # Below the axes: inside, several long labels hid the bars they name.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+              ncol=2 if len(rows) > 3 else 1, frameon=False)
+    fig.set_figheight(4 + 0.22 * ((len(rows) + 1) // 2 if len(rows) > 3 else len(rows)))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -283,18 +297,21 @@ def _quality_latency(plt: Any, series: Sequence[Series], path: Path) -> bool:
                            (s.entry.get("latency_ms") or {}).get("p95"), quality))
     if not points:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, p50, p95, quality in points:
-        ax.scatter([p50], [quality], s=40)
+    # Named in a legend below the axes, not next to the dots: close runs (a sweep over one
+    # setting) put their text labels on top of each other.
+    fig, ax = plt.subplots(figsize=(7, 4 + 0.2 * len(points)))
+    markers = "osD^vP*X"
+    for i, (label, p50, p95, quality) in enumerate(points):
+        dot = ax.scatter([p50], [quality], s=40, marker=markers[i // 10 % len(markers)],
+                         label=label)
         if p95 is not None:
-            ax.plot([p50, p95], [quality, quality], alpha=0.4)
-        ax.annotate(label, (p50, quality), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+            ax.plot([p50, p95], [quality, quality], alpha=0.4, color=dot.get_facecolor()[0])
     ax.set_xscale("log")
     ax.set_xlabel("latency per question, ms (dot p50, line to p95; log scale)")
     ax.set_ylabel("quality, overall (1,2,4)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

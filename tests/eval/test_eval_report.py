@@ -83,6 +83,16 @@ def test_runs_are_labelled_by_what_differs(results):
     assert "Runs compared:" in render_markdown([a, b])
 
 
+def test_runs_differing_only_in_store_settings_are_told_apart(results):
+    a = json.loads(json.dumps(results))
+    b = json.loads(json.dumps(results))
+    a["metadata"]["store"] = {"schema": "s1", "keyword_scoring": "bm25", "rrf_k": 60}
+    b["metadata"]["store"] = {"schema": "s2", "keyword_scoring": "ts_rank_cd", "rrf_k": 60}
+    labels = [s.label for s in series_of([a, b]) if s.mode == "retrieval"]
+    # the schema differs too, but says nothing about the search: it stays out of the label
+    assert labels == ["retrieval (keyword_scoring=bm25)", "retrieval (keyword_scoring=ts_rank_cd)"]
+
+
 def test_load_results_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="does not exist"):
         load_results(tmp_path / "nope.json")

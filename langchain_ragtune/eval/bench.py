@@ -160,8 +160,15 @@ def _generic_rows(name: str, result: Mapping[str, Any]) -> list[list[str]]:
         elif isinstance(value, Mapping):
             items += [(f"{key}.{k}", v) for k, v in value.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    items = [(k, v) for k, v in items if k != "bench_seconds"][:6]
-    return [[name, k, _num(v), "", "–"] for k, v in items] or [[name, "(no numbers)", "", "", "–"]]
+    # A bench's own "targets" ({metric: upper bound}, e.g. swap's swap_s <= 0.5) fill the
+    # target and met columns; the targets themselves are not metrics.
+    targets = {k: v for k, v in (result.get("targets") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    items = [(k, v) for k, v in items
+             if k != "bench_seconds" and not k.startswith("targets.")][:6]
+    rows = [[name, k, _num(v), f"<= {_num(targets[k])}" if k in targets else "",
+             _ok(v <= targets[k]) if k in targets else "–"] for k, v in items]
+    return rows or [[name, "(no numbers)", "", "", "–"]]
 
 
 def summary_rows(results: Mapping[str, Any]) -> list[list[str]]:

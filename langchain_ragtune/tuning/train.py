@@ -210,6 +210,28 @@ def _device(config: TrainConfig) -> str:
     return config.device
 
 
+def stderr_progress_callback() -> Any:
+    """transformers' progress bar, with its log lines on stderr as well.
+
+    The stock ``ProgressCallback`` writes each log dict (loss, learning rate) with
+    ``tqdm.write``, which goes to stdout: inside ``ragtune demo --json`` or ``refresh --json``
+    those lines came before the JSON and broke it for the programs that read it.
+    """
+    import sys
+
+    from transformers.trainer_callback import ProgressCallback
+
+    class StderrProgressCallback(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kwargs: Any) -> None:
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {k: f"{v:.4g}" if isinstance(v, float) else v
+                         for k, v in logs.items() if k != "total_flos"}
+                self.training_bar.write(str(shown), file=sys.stderr)
+
+    return StderrProgressCallback()
+
+
 def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: str | Path,
                   config: TrainConfig | None = None, *, init_adapter: str | Path | None = None,
                   lora_config: Any = None, callbacks: Sequence[Any] = (),
@@ -308,6 +330,11 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    else:
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(stderr_progress_callback())
     started = time.monotonic()
     try:
         out = trainer.train()

@@ -145,6 +145,15 @@ def test_summary_table_targets():
     assert "| router | accuracy | 0.9 |" in table and "| router | latency_ms.p95 | 2 |" in table
 
 
+def test_summary_table_uses_a_bench_own_targets():
+    table = summary_table({"benches": {"swap": {
+        "requests": 120, "failed": 0, "wrong_answers": 0, "swap_s": 4.8,
+        "base_tokens_per_s": 17.7, "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5}}}})
+    assert "| swap | failed | 0 | <= 0 | yes |" in table
+    assert "| swap | swap_s | 4.8 | <= 0.5 | **no** |" in table
+    assert "| swap | requests | 120 |  | – |" in table and "targets." not in table
+
+
 def test_bench_cli_unavailable_and_set_parsing(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(bench_mod, "BENCHES", {**bench_mod.BENCHES,
                                                "swap": ("langchain_ragtune.nope", "run")})

@@ -45,7 +45,7 @@ def test_loss_covers_the_assistant_answer_only(base_model):
 
 @pytest.mark.slow
 @pytest.mark.train
-def test_lora_learns_facts_and_is_servable(base_model, tmp_path):
+def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     from langchain_ragtune.tuning.evaluate import AdapterEvaluator
     from langchain_ragtune.tuning.train import train_adapter
     from langchain_ragtune.tuning.validate import validate_adapter_dir
@@ -68,9 +68,13 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path):
     assert tuned_acc >= 0.75, tuned_answers
     assert ev.score(FACTS)[1] == base_answers  # the base model is unchanged afterwards
 
-    # Continue training from the adapter (the refresh "continue" mode).
+    # Continue training from the adapter (the refresh "continue" mode), with the progress
+    # bar: its log lines go to stderr, so a `--json` command's stdout stays JSON.
+    capsys.readouterr()
     more = train_adapter(examples[:4], base_model, tmp_path / "v2",
-                         TrainConfig(max_steps=1, batch_size=4, progress=False),
+                         TrainConfig(max_steps=1, batch_size=4, progress=True),
                          init_adapter=out)
     assert more.init_adapter == str(out)
+    shown = capsys.readouterr()
+    assert "loss" not in shown.out and "'loss'" in shown.err, shown
     validate_adapter_dir(tmp_path / "v2", max_rank=16, base_model=base_model)

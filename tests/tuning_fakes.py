@@ -42,7 +42,7 @@ class FakeTrainer:
     def __call__(self, examples, base, out, config, *, init_adapter=None, callbacks=(),
                  metadata=None):
         self.calls.append({"examples": list(examples), "init_adapter": init_adapter,
-                           "out": Path(out), "metadata": metadata})
+                           "out": Path(out), "metadata": metadata, "config": config})
         self.started.set()
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "adapter_config.json").write_text("{half written")

@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -204,6 +204,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
     serve_config = serve_config or ServeConfig.from_env()
     gate_config = gate_config or GateConfig.from_env()
     train_config = train_config or TrainConfig.from_env(torch_threads=model_config.torch_threads)
+    if not progress:  # quiet callers (--no-progress, --quiet) mean the trainer's bar too
+        train_config = replace(train_config, progress=False)
     registry = AdapterRegistry(store)
     base = resolve_base_model(model_config)
 

@@ -79,6 +79,19 @@ def test_publish_then_up_to_date_then_continue(store, ns, model_config, fake_tra
     assert len(trained) < len(fake_trainer.calls[0]["examples"])  # new + replay, not all
 
 
+def test_a_quiet_refresh_trains_without_the_progress_bar(store, ns, model_config, make_trainer,
+                                                        fake_evaluator):
+    from langchain_ragtune.tuning.train import TrainConfig
+
+    for progress in (False, True):
+        trainer = make_trainer()
+        res = _run(store, ns, model_config, trainer, fake_evaluator, force=True,
+                   progress=progress, train_config=TrainConfig(progress=True))
+        assert res.status == "published", res.reason
+        # --no-progress / --quiet reach the trainer's own bar, not only the refresh's lines
+        assert trainer.calls[0]["config"].progress is progress
+
+
 def test_training_crash_keeps_previous_version(store, ns, model_config, fake_trainer,
                                                fake_evaluator, make_trainer):
     reg = AdapterRegistry(store)

@@ -316,7 +316,8 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         categories=cats, records_path=records_path, modes=list(modes),
         mode_settings=mode_settings, reader=reader.name, k=k, window=window,
         answer_tokens=answer_tokens, seeds=seeds, tune=tune.describe() if tune else None,
-        n_questions=sum(1 for r in first_rows if r.get("kind") == "question"))
+        # distinct questions, not question-mode answers (each question has a row per mode)
+        n_questions=len({r.get("qid") for r in first_rows if r.get("kind") == "question"}))
     embeddings = getattr(store, "embeddings", None)
     if embeddings is not None:
         from langchain_ragtune.eval.retrieval_eval import describe_embeddings

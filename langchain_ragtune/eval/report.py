@@ -145,7 +145,8 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
         f"{len(meta.get('conversations') or [])} conversation(s), "
         f"{meta.get('n_questions', '?')} questions",
         f"- embeddings: {meta.get('embedding_model', '?')}; k={meta.get('k')}; "
-        f"window={meta.get('window')}; search mode: {meta.get('search_mode')}"
+        f"window={meta.get('window')}"
+        + (f"; search mode: {meta['search_mode']}" if meta.get("search_mode") else "")
         + (f"; command: `{meta['command']}`" if meta.get("command") else ""),
         "- overall = mean over categories 1 (multi-hop), 2 (temporal) and 4 (single-hop); "
         "all = every category; 5 is adversarial (unanswerable).",
@@ -323,7 +324,7 @@ def _route_mix(plt: Any, series: Sequence[Series], path: Path) -> bool:
     if not routers:
         return False
     routes = sorted({r for router in routers.values() for r in router["mix"]})
-    fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(routers)))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.5 * len(routers)))
     labels = list(routers)
     left = [0.0] * len(labels)
     for route in routes:
@@ -332,7 +333,8 @@ def _route_mix(plt: Any, series: Sequence[Series], path: Path) -> bool:
         left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of questions")
-    ax.legend(fontsize=8, loc="lower right")
+    # Beside the bars, not on them.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

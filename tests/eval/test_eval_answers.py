@@ -80,6 +80,7 @@ def test_every_mode_answers_with_its_own_memory(store, tmp_path, options):
     for name in MODES:
         assert modes[name]["n_questions"] == 3
         assert modes[name]["f1"]["all"] is not None
+    assert result["metadata"]["n_questions"] == 3  # questions, not answers in every mode
     qs = {(q["mode"], q["index"]): q for q in result["questions"]}
     adapter = modes["parametric"]["prepare"]["adapters"][0]["adapter"]
     assert adapter and modes["parametric"]["prepare"]["adapters"][0]["status"] == "published"

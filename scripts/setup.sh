@@ -16,7 +16,8 @@ pipq() { "$VENV/bin/pip" "$@" 2>&1 | { grep -v 'neither a file nor a directory' 
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "langchain-ragtune needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# A setup interrupted while the venv was being made leaves python without pip: start over.
+if [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/pip" ]; then "$PY" -m venv --clear "$VENV"; fi
 
 # Reinstall only when the dependency list changed.
 stamp="$VENV/.ragtune-stamp"

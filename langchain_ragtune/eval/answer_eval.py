@@ -196,7 +196,8 @@ def run_memory(store: Any, seed: int, *, first: bool = True, tune: TuneSettings 
 def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
                     modes: Sequence[str], reader: Reader, *, k: int = 10, window: int = 0,
                     answer_tokens: int = 48, categories: Iterable[int] | None = None,
-                    max_questions: int | None = None, tune: TuneSettings | None = None,
+                    max_questions: int | None = None, per_category: int | None = None,
+                    tune: TuneSettings | None = None,
                     seeds: Sequence[int] = (0,), reuse: bool = False,
                     reuse_adapters: bool = False,
                     publish: Callable[[Any], Any] | None = None,
@@ -219,7 +220,8 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         reader: the model that answers (:func:`make_reader`).
         k, window: retrieval settings (the router's and the recall's k).
         answer_tokens: longest answer.
-        categories, max_questions: which questions.
+        categories, max_questions, per_category: which questions (see
+            :func:`~.harness.select_questions`).
         tune: how adapters are trained (needed by parametric, hybrid, routed).
         seeds: training seeds; seed-dependent modes run once per seed.
         reuse: keep namespaces that already hold a conversation.
@@ -274,6 +276,7 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         settings = {"modes": {m.name: m.describe() for m in built}, "seed": seed,
                     "conversations": [c.sample_id for c in conversations],
                     "categories": cats, "max_questions": max_questions,
+                    "per_category": per_category,
                     "data_sha256": (data or {}).get("sha256")}
         if first:
             mode_settings = settings["modes"]
@@ -281,7 +284,8 @@ def run_answer_eval(store: Any, conversations: Sequence[LocomoConversation],
         records = RecordsFile(path, settings, resume=resume) if path else None
         try:
             rows = run_modes(conversations, built, categories=cats, k=k, records=records,
-                             progress=progress, max_questions=max_questions)
+                             progress=progress, max_questions=max_questions,
+                             per_category=per_category)
         finally:
             if records:
                 records.close()

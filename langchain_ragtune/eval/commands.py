@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     loc.add_argument("--categories", metavar="CATS", help="comma-separated categories 1-5")
     loc.add_argument("--max-questions", type=int, metavar="N",
                      help="only the first N questions of each conversation")
+    loc.add_argument("--per-category", type=int, metavar="N",
+                     help="only the first N questions of each category of each conversation "
+                          "(a conversation's first questions are often all of one category)")
     loc.add_argument("--json", metavar="FILE", dest="json_out",
                      help="write the results JSON here ('-' for stdout)")
     loc.add_argument("--records", metavar="FILE",
@@ -231,6 +234,11 @@ def _eval_locomo(args: argparse.Namespace) -> int:
     categories = _parse_categories(args.categories)
     if args.k <= 0 or args.window < 0:
         raise InvalidInputError(f"--k {args.k} must be >= 1 and --window {args.window} >= 0.")
+    for flag, value in (("--max-questions", args.max_questions),
+                        ("--per-category", args.per_category)):
+        if value is not None and value <= 0:
+            raise InvalidInputError(f"{flag} {value} must be >= 1 (leave it out for every "
+                                    "question).")
     path = SAMPLE_PATH if args.sample else find_locomo_path(args.data)
     conversations = select_conversations(load_locomo(path), _csv(args.conversations))
     records = args.records
@@ -255,7 +263,7 @@ def _eval_locomo(args: argparse.Namespace) -> int:
             categories=categories, namespace_prefix=(args.namespace_prefix,),
             reuse=args.reuse_ingest,
             records_path=records, resume=args.resume, progress=not args.no_progress,
-            max_questions=args.max_questions,
+            max_questions=args.max_questions, per_category=args.per_category,
             data=data, include_questions=not args.no_questions)
     return _report(args, result, records)
 
@@ -395,7 +403,8 @@ def _eval_answers(args: argparse.Namespace, modes: list[str], conversations: lis
         return run_answer_eval(
             store, conversations, modes, reader, k=args.k, window=args.window,
             answer_tokens=args.answer_tokens, categories=categories,
-            max_questions=args.max_questions, tune=tune, seeds=seeds,
+            max_questions=args.max_questions, per_category=args.per_category, tune=tune,
+            seeds=seeds,
             reuse=args.reuse_ingest, reuse_adapters=args.reuse_adapters, publish=publish,
             ensure_loaded=ensure_loaded, judge=judge, holistic=args.holistic,
             holistic_modes=_parse_modes(args.holistic_modes) if args.holistic_modes else None,

@@ -274,10 +274,41 @@ def _progress(iterable: Iterable[Any], *, enabled: bool, **kwargs: Any) -> Itera
     return tqdm(iterable, **kwargs)
 
 
+def select_questions(qa: Sequence[Any], *, categories: Iterable[int] | None = None,
+                     max_questions: int | None = None,
+                     per_category: int | None = None) -> list[Any]:
+    """The questions a run answers, in the conversation's order.
+
+    ``per_category`` keeps the first N of each category: a conversation's questions come
+    grouped by topic, not shuffled, so its first N questions may cover only one or two
+    categories. ``max_questions`` then caps the total.
+
+    Example:
+        >>> from types import SimpleNamespace as Q
+        >>> qa = [Q(category=c) for c in (2, 2, 2, 1, 1, 4)]
+        >>> [q.category for q in select_questions(qa, per_category=1)]
+        [2, 1, 4]
+        >>> [q.category for q in select_questions(qa, categories=[2, 4], max_questions=2)]
+        [2, 2]
+    """
+    wanted = None if categories is None else {int(c) for c in categories}
+    out = [q for q in qa if wanted is None or q.category in wanted]
+    if per_category is not None:
+        seen: dict[int, int] = {}
+        kept = []
+        for q in out:
+            seen[q.category] = seen.get(q.category, 0) + 1
+            if seen[q.category] <= per_category:
+                kept.append(q)
+        out = kept
+    return out[:max_questions] if max_questions is not None else out
+
+
 def run_modes(conversations: Sequence[LocomoConversation], modes: Sequence[Mode], *,
               categories: Iterable[int] | None = None, k: int | None = None,
               records: RecordsFile | None = None, progress: bool = True,
-              max_questions: int | None = None) -> list[dict[str, Any]]:
+              max_questions: int | None = None,
+              per_category: int | None = None) -> list[dict[str, Any]]:
     """Answer every question of every conversation in every mode; return all records.
 
     Modes run one after the other, each conversation prepared (ingested, trained...) just
@@ -292,6 +323,7 @@ def run_modes(conversations: Sequence[LocomoConversation], modes: Sequence[Mode]
         records: where records are appended as they are made (and resumed from).
         progress: show progress bars on stderr.
         max_questions: only the first N selected questions of each conversation (quick runs).
+        per_category: only the first N questions of each category of each conversation.
 
     Returns:
         The records: ``"prepare"`` records (one per mode and conversation) and ``"question"``
@@ -300,14 +332,12 @@ def run_modes(conversations: Sequence[LocomoConversation], modes: Sequence[Mode]
     names = [m.name for m in modes]
     if len(set(names)) != len(names):
         raise InvalidInputError(f"mode names must be distinct, got {names}.")
-    wanted = None if categories is None else {int(c) for c in categories}
     out: list[dict[str, Any]] = list(records.records) if records else []
     for mode in modes:
         done = records.done(mode.name) if records else set()
         for conv in conversations:
-            questions = [q for q in conv.qa if wanted is None or q.category in wanted]
-            if max_questions is not None:
-                questions = questions[:max_questions]
+            questions = select_questions(conv.qa, categories=categories,
+                                         max_questions=max_questions, per_category=per_category)
             todo = [q for q in questions if conv.question_id(q) not in done]
             if not todo:
                 continue

@@ -228,7 +228,7 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
                        namespace_prefix: Sequence[str] = DEFAULT_NAMESPACE_PREFIX,
                        reuse: bool = False, records_path: str | os.PathLike[str] | None = None,
                        resume: bool = False, progress: bool = True,
-                       max_questions: int | None = None,
+                       max_questions: int | None = None, per_category: int | None = None,
                        data: dict[str, Any] | None = None,
                        include_questions: bool = True) -> dict[str, Any]:
     """Run the retrieval evaluation and return the results JSON.
@@ -242,6 +242,7 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
         records_path: JSON-lines file of per-question records (resumable with ``resume``).
         progress: progress bars.
         max_questions: only the first N questions of each conversation.
+        per_category: only the first N questions of each category of each conversation.
         data: what the data was (path, sha256), for the metadata.
         include_questions: keep every per-question record in the result.
 
@@ -255,13 +256,15 @@ def run_retrieval_eval(store: Any, conversations: Sequence[LocomoConversation], 
     settings = {"modes": {mode.name: mode.describe()},
                 "conversations": [c.sample_id for c in conversations],
                 "categories": cats, "max_questions": max_questions,
+                "per_category": per_category,
                 "data_sha256": (data or {}).get("sha256")}
     records = RecordsFile(records_path, settings, resume=resume) if records_path else None
     started = now_iso()
     t0 = time.perf_counter()
     try:
         rows = run_modes(conversations, [mode], categories=cats, k=k, records=records,
-                         progress=progress, max_questions=max_questions)
+                         progress=progress, max_questions=max_questions,
+                         per_category=per_category)
     finally:
         if records:
             records.close()

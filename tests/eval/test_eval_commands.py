@@ -132,6 +132,30 @@ def test_run_all_records_skips_and_errors(monkeypatch):
     assert "| swap | skipped |" in table and "| router | error | RuntimeError" in table
 
 
+def test_eval_locomo_per_category(hash_store_env, store_config, tmp_path, capsys):
+    from collections import Counter
+
+    from langchain_ragtune.eval.locomo import load_sample
+
+    out = tmp_path / "res.json"
+    schema = store_config.schema + "_percat"
+    argv = ["eval", "locomo", "--sample", "--k", "3", "--json", str(out), "--no-progress",
+            "--schema", schema, "--per-category", "2"]
+    try:
+        assert main(argv) == 0
+        got = Counter(q["category"] for q in json.loads(out.read_text())["questions"])
+        every = Counter(q.category for q in load_sample()[0].qa)
+        assert set(got) == set(every)  # every category, however the file orders them
+        assert got == {c: min(2, n) for c, n in every.items()}
+        assert main(argv[:-1] + ["0"]) == 1
+        assert "--per-category 0 must be >= 1" in capsys.readouterr().err
+    finally:
+        import psycopg
+
+        with psycopg.connect(store_config.pg_uri, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def test_summary_table_targets():
     table = summary_table({"benches": {
         "retrieval": {"ours": {"recall_at_10": 0.97, "p95_ms": 12.0},

@@ -61,8 +61,11 @@ class FactSet:
 
     @property
     def canaries(self) -> list[dict[str, str]]:
-        """Canary questions in the registry's format (``metrics["canaries"]``)."""
-        return [{"question": f.questions[0], "expected": f.expected} for f in self.facts]
+        """Canary questions in the registry's format (``metrics["canaries"]``), each with
+        the answer the adapter was trained to give (which the publisher's scored check
+        verifies)."""
+        return [{"question": f.questions[0], "expected": f.expected, "answer": f.answer}
+                for f in self.facts]
 
 
 def _dog(name: str) -> Fact:
@@ -240,7 +243,8 @@ def _pct(values: list[float], q: float) -> float | None:
 def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int = 4,
                    max_tokens: int = 16, rate_rounds: int = 5, rate_tokens: int = 32,
                    endpoint: str | None = None, schema: str = "ragtune_bench_swap",
-                   cache_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+                   cache_dir: str | Path | None = None, canary_scoring: bool = True,
+                   quiet: bool = False) -> dict[str, Any]:
     """Publish a new adapter version while concurrent requests run; count what went wrong.
 
     1. Prepare the base model and two fact adapters (v1: the dog is Biscuit, v2: Pepper;
@@ -265,6 +269,8 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         schema: PostgreSQL schema for the bench's registry rows (``RAGTUNE_PG_URI`` or the
             embedded server).
         cache_dir: where fact adapters are cached (default ``<home>/cache/bench-adapters``).
+        canary_scoring: check v2's canaries in one forward pass (the publisher's default);
+            ``False`` generates their answers, to compare the two.
         quiet: no progress output.
 
     Returns:
@@ -310,7 +316,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         with serving_endpoints(config, port=0) as urls:
             url = urls[0]
             publisher = Publisher(registry, endpoints=[url], config=config,
-                                  base_model_path=base_model)
+                                  base_model_path=base_model, canary_scoring=canary_scoring)
             recs = {}
             for v in ("v1", "v2"):
                 n = registry.next_version(ns)
@@ -392,13 +398,15 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                  "switch_s": round(result.switch_s, 3),
                  "swap_without_canaries_s": round(result.swap_s - result.canary_s, 3),
                  "drain_s": round(result.drain_s, 3), "canaries": len(result.canaries),
+                 "canary_methods": sorted(c.method for c in result.canaries),
                  "old_unloaded": result.unloaded_previous and recs["v1"].name not in loaded_after},
         "answers_by_version": served,
         "latency_s": {k: {"p50": _pct(v, 0.5), "p95": _pct(v, 0.95)} for k, v in lat.items()},
         "examples": {"failed": failed[:3], "wrong": wrong[:3]},
         "settings": {"concurrency": concurrency, "base_every": base_every,
                      "max_tokens": max_tokens, "rate_tokens": rate_tokens,
-                     "rate_rounds": rate_rounds, "max_loras": config.max_loras},
+                     "rate_rounds": rate_rounds, "max_loras": config.max_loras,
+                     "canary_scoring": canary_scoring},
         "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5},
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),

@@ -3,8 +3,9 @@
 :class:`VLLMAdminClient` (sync) and :class:`AsyncVLLMAdminClient` (its async twin) speak the
 few endpoints the serving side needs: ``/health``, ``/v1/models``, runtime
 ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (enabled by
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), and a plain ``/v1/chat/completions`` for canary
-questions. Requests and answers are tiny pydantic wire models; both clients share the pure
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), a plain ``/v1/chat/completions`` for canary
+questions, and ``/tokenize`` with ``/v1/completions``' ``prompt_logprobs`` to score a known
+answer in one forward pass (:meth:`VLLMAdminClient.score_prompt`). Requests and answers are tiny pydantic wire models; both clients share the pure
 parsing functions, so the twins cannot drift. A connection failure becomes
 :class:`~langchain_ragtune.errors.EndpointUnreachableError` naming the endpoint; a refusal
 from vLLM becomes :class:`AdapterLoadError` with vLLM's own message.
@@ -48,6 +49,7 @@ __all__ = [
     "ChatAnswer",
     "LoadLoRAAdapterRequest",
     "ModelCard",
+    "TokenScore",
     "UnloadLoRAAdapterRequest",
     "VLLMAdminClient",
     "find_adapter_problems",
@@ -103,6 +105,21 @@ class ChatAnswer(BaseModel):
     text: str
     completion_tokens: int = 0
     finish_reason: str | None = None
+
+
+class TokenScore(BaseModel):
+    """One prompt token as the model scored it, given every token before it.
+
+    Attributes:
+        token_id: the token.
+        rank: its rank among the model's next-token choices at that position (1: the greedy
+            choice, what temperature-0 decoding would have produced there).
+        logprob: its log-probability there.
+    """
+
+    token_id: int
+    rank: int
+    logprob: float
 
 
 class AdapterLoadError(AdapterError):
@@ -168,6 +185,56 @@ def _stream_chunk(answer: ChatAnswer, line: str) -> bool:
         answer.completion_tokens += 1
     answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
     return False
+
+
+def _tokenize_body(messages: Sequence[Mapping[str, str]], *,
+                   continue_final_message: bool) -> dict[str, Any]:
+    # Either the prompt a chat request would get (ending in the assistant header), or that
+    # prompt with the last (assistant) message's text appended, left open for more.
+    return {"messages": [dict(m) for m in messages],
+            "add_generation_prompt": not continue_final_message,
+            "continue_final_message": continue_final_message}
+
+
+def _parse_tokens(response: httpx.Response, endpoint: str) -> list[int]:
+    _raise_for_status(response, endpoint, "tokenize")
+    return [int(t) for t in response.json()["tokens"]]
+
+
+def _score_body(model: str, token_ids: Sequence[int]) -> dict[str, Any]:
+    # One forward pass over the prompt: prompt_logprobs=0 returns each prompt token's own
+    # logprob and rank; the one generated token is not used.
+    return {"model": model, "prompt": list(token_ids), "max_tokens": 1, "temperature": 0.0,
+            "prompt_logprobs": 0}
+
+
+def _parse_scores(response: httpx.Response, endpoint: str, model: str,
+                  token_ids: Sequence[int], start: int) -> list[TokenScore]:
+    if response.status_code == 404:
+        raise AdapterLoadError(
+            f"vLLM at {endpoint} does not serve model {model!r} (404: {_error_message(response)}); "
+            "load the adapter first, or use the base model's name.",
+            endpoint=endpoint, status_code=404)
+    _raise_for_status(response, endpoint, f"score a prompt with {model!r}")
+    rows = (response.json()["choices"][0].get("prompt_logprobs") or [])
+    if len(rows) != len(token_ids):
+        raise ServingError(f"vLLM at {endpoint} returned {len(rows)} prompt logprobs for "
+                           f"{len(token_ids)} prompt tokens; it must support prompt_logprobs.")
+    scores = []
+    for position in range(start, len(token_ids)):
+        entry = (rows[position] or {}).get(str(token_ids[position]))
+        if entry is None:
+            raise ServingError(f"vLLM at {endpoint} returned no logprob for prompt token "
+                               f"{position} ({token_ids[position]}).")
+        scores.append(TokenScore(token_id=token_ids[position], rank=int(entry["rank"]),
+                                 logprob=float(entry["logprob"])))
+    return scores
+
+
+def _check_start(token_ids: Sequence[int], start: int) -> None:
+    if not 1 <= start < len(token_ids):
+        raise ValueError(f"start={start} must point into the prompt (1..{len(token_ids) - 1}): "
+                         "the first token has no score and at least one must be scored.")
 
 
 def _raise_for_status(response: httpx.Response, endpoint: str, action: str) -> None:
@@ -309,6 +376,34 @@ class VLLMAdminClient(_Base):
             raise _unreachable(self.url, exc) from exc
         return answer
 
+    def tokenize_chat(self, messages: Sequence[Mapping[str, str]], *,
+                      continue_final_message: bool = False) -> list[int]:
+        """The server's token ids of a chat prompt (its own chat template and tokenizer).
+
+        Args:
+            continue_final_message: the last message is the assistant's text so far, left
+                open (no end-of-turn token); else the prompt ends where an answer would start.
+        """
+        body = _tokenize_body(messages, continue_final_message=continue_final_message)
+        return _parse_tokens(self._request("POST", "/tokenize", json=body), self.url)
+
+    def score_prompt(self, model: str, token_ids: Sequence[int], *,
+                     start: int) -> list[TokenScore]:
+        """Score ``token_ids[start:]`` under ``model`` in one forward pass (teacher forcing).
+
+        Every token with ``rank == 1`` is the one greedy decoding picks after the tokens
+        before it, so all ranks 1 means: asked the prompt ``token_ids[:start]``, the model
+        answers exactly ``token_ids[start:]``. One prefill step instead of one decoding step
+        per token, which is what makes canary checks under load fast.
+
+        Raises:
+            AdapterLoadError: 404, ``model`` is not loaded.
+            ServingError: the server failed or returned no prompt logprobs.
+        """
+        _check_start(token_ids, start)
+        response = self._request("POST", "/v1/completions", json=_score_body(model, token_ids))
+        return _parse_scores(response, self.url, model, token_ids, start)
+
     def close(self) -> None:
         self._http.close()
 
@@ -371,6 +466,18 @@ class AsyncVLLMAdminClient(_Base):
         body = _chat_body(model, messages, max_tokens, temperature, extra)
         return _parse_chat(await self._request("POST", "/v1/chat/completions", json=body),
                            self.url, model)
+
+    async def tokenize_chat(self, messages: Sequence[Mapping[str, str]], *,
+                            continue_final_message: bool = False) -> list[int]:
+        body = _tokenize_body(messages, continue_final_message=continue_final_message)
+        return _parse_tokens(await self._request("POST", "/tokenize", json=body), self.url)
+
+    async def score_prompt(self, model: str, token_ids: Sequence[int], *,
+                           start: int) -> list[TokenScore]:
+        _check_start(token_ids, start)
+        response = await self._request("POST", "/v1/completions",
+                                       json=_score_body(model, token_ids))
+        return _parse_scores(response, self.url, model, token_ids, start)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -7,7 +7,8 @@ leaves the old version serving:
    (:func:`~langchain_ragtune.serving.client.validate_adapter`), before vLLM sees it;
 2. **load** it under its own, never reused name on every endpoint (never ``load_inplace``:
    an in-place reload under load returned corrupted answers);
-3. **canary**: ask each endpoint the version's canary questions and check the answers;
+3. **canary**: ask each endpoint the version's canary questions and check the answers
+   (scored in one forward pass where the answer is known, see below);
 4. **switch** the namespace's current-adapter pointer in PostgreSQL (one transaction, so every
    app replica sees the old or the new version, never a mix);
 5. **drain**: wait until requests to the old name are done (vLLM's ``/metrics``, bounded);
@@ -24,6 +25,19 @@ retried. After the switch nothing can fail the publish: unload problems are only
 restarted): it loads the current version of the most recently switched namespaces, up to
 ``max_loras`` of them (the rest load on first use, see ``create_chat_model(load_missing=True)``),
 and unloads registered versions that are no longer current.
+
+**Scored canaries.** A canary recorded with the adapter's own ``answer`` (the training
+pipeline records it; see :func:`~langchain_ragtune.tuning.publish.published_canaries`) is
+checked by teacher forcing: the question's prompt followed by that answer up to the end of
+the expected text is scored by the new name in one request (``prompt_logprobs``), and the
+canary passes when every answer token has rank 1, i.e. it is exactly what greedy decoding
+would generate. That costs one prefill step, where generating the answer costs one decoding
+step per token, each shared with every other request in the batch: on a loaded 2-core CPU
+the difference is most of the swap time. The prompts are tokenized (by the server, with its
+chat template) before the load, since they do not depend on the adapter. A canary that fails
+the scored check, or a server that cannot score, falls back to the generated check (the
+answer must contain the expected text), so scoring never rejects an adapter that generation
+accepts. ``canary_scoring=False`` always generates.
 
 The registry is anything with the interface of
 :class:`~langchain_ragtune.tuning.registry.AdapterRegistry`.
@@ -42,7 +56,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +71,13 @@ from langchain_ragtune.errors import (
 from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient, validate_adapter
 
 __all__ = [
+    "CanaryProbe",
     "CanaryResult",
     "PublishResult",
     "Publisher",
     "ReconcileResult",
     "answer_matches",
+    "canary_continuation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,15 +96,60 @@ def answer_matches(answer: str, expected: str) -> bool:
     return bool(expected.strip()) and norm(expected) in norm(answer)
 
 
+def canary_continuation(answer: str, expected: str) -> str | None:
+    """A recorded canary answer cut right after its expected text (``None``: not in it).
+
+    This is what the scored check asks the new adapter to reproduce token for token.
+
+    Example:
+        >>> canary_continuation("Your dog is named Biscuit. He is three.", "biscuit")
+        'Your dog is named Biscuit'
+        >>> canary_continuation("I do not know.", "Biscuit") is None
+        True
+    """
+    expected = expected.strip()
+    if not answer or not expected:
+        return None
+    # Case-insensitive where lower-casing keeps every index (it does for almost all text).
+    folded = answer.lower() if len(answer.lower()) == len(answer) else answer
+    at = folded.find(expected.lower() if folded is not answer else expected)
+    return answer[: at + len(expected)] if at >= 0 else None
+
+
+@dataclass(frozen=True)
+class CanaryProbe:
+    """A canary prepared for the scored check on one endpoint.
+
+    Attributes:
+        question: the canary question.
+        expected: the text a correct answer contains.
+        continuation: the recorded answer up to the end of ``expected``.
+        token_ids: the server's tokens of the question's chat prompt followed by
+            ``continuation``.
+        start: where ``continuation``'s tokens begin in ``token_ids``.
+    """
+
+    question: str
+    expected: str
+    continuation: str
+    token_ids: tuple[int, ...]
+    start: int
+
+
 @dataclass
 class CanaryResult:
-    """One canary question asked on one endpoint."""
+    """One canary question asked on one endpoint.
+
+    ``method`` is ``"scored"`` when the known answer was verified in one forward pass
+    (``answer`` is then that answer), ``"generated"`` when the adapter generated ``answer``.
+    """
 
     endpoint: str
     question: str
     expected: str
     answer: str
     ok: bool
+    method: str = "generated"
 
 
 @dataclass
@@ -157,7 +218,9 @@ class Publisher:
         min_drain_s: wait at least this long after the switch before unloading the old name
             (longer than the chat models' ``refresh_s``, default 1 s).
         drain_timeout_s: then wait at most this long for its requests to finish.
-        canary_max_tokens: answer length for canary questions.
+        canary_max_tokens: answer length for generated canary answers.
+        canary_scoring: check canaries that carry a recorded ``answer`` in one forward pass
+            (see the module docs); ``False``: always generate.
 
     Example:
         >>> publisher = Publisher(registry, endpoints=[server.url])   # doctest: +SKIP
@@ -168,7 +231,7 @@ class Publisher:
     def __init__(self, registry: Any, *, endpoints: Sequence[str] | None = None,
                  config: ServeConfig | None = None, base_model_path: str | Path | None = None,
                  min_drain_s: float = 1.5, drain_timeout_s: float = 30.0,
-                 canary_max_tokens: int = 48) -> None:
+                 canary_max_tokens: int = 48, canary_scoring: bool = True) -> None:
         self.registry = registry
         self.config = config or ServeConfig.from_env()
         urls = list(endpoints or self.config.vllm_urls
@@ -178,6 +241,7 @@ class Publisher:
         self.min_drain_s = min_drain_s
         self.drain_timeout_s = drain_timeout_s
         self.canary_max_tokens = canary_max_tokens
+        self.canary_scoring = canary_scoring
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -259,6 +323,10 @@ class Publisher:
         except AdapterValidationError as exc:
             raise self._fail(rec, "; ".join(exc.problems), bad_adapter=True) from exc
 
+        # The canary prompts do not depend on the adapter: tokenize them before loading.
+        asks = _canary_asks(rec)
+        probes = self._prepare_probes(asks) if self.canary_scoring else {}
+
         # 2. load under its own name everywhere
         started = time.monotonic()
         loaded: list[str] = []
@@ -285,7 +353,7 @@ class Publisher:
         # 3. canaries on every endpoint
         canary_started = time.monotonic()
         try:
-            result.canaries = self._run_canaries(rec)
+            result.canaries = self._run_canaries(rec, asks, probes)
         except (ServingError, AdapterLoadError) as exc:
             self._unload_everywhere(rec.name, loaded)
             raise self._fail(rec, f"canary request failed: {exc}", bad_adapter=False) from exc
@@ -321,19 +389,65 @@ class Publisher:
         """:meth:`publish` in a worker thread (it blocks on HTTP and sleeps while draining)."""
         return await asyncio.to_thread(self.publish, adapter)
 
-    def _run_canaries(self, rec: Any) -> list[CanaryResult]:
-        """Ask every canary on every endpoint, all at once (vLLM batches them)."""
+    def _prepare_probes(self, asks: Sequence[Mapping[str, str]]
+                        ) -> dict[tuple[str, int], CanaryProbe]:
+        """Tokenize every canary with a recorded answer, per endpoint, for the scored check.
+
+        A canary without a usable answer, or an endpoint that cannot tokenize (another
+        server, an old vLLM), gets no probe: its canaries are then generated.
+        """
+        probes: dict[tuple[str, int], CanaryProbe] = {}
+        for url in self.endpoints:
+            with self._client(url) as client:
+                for i, ask in enumerate(asks):
+                    continuation = canary_continuation(ask.get("answer") or "",
+                                                       ask.get("expected") or "")
+                    if continuation is None:
+                        continue
+                    user = [{"role": "user", "content": ask["question"]}]
+                    try:
+                        prompt = client.tokenize_chat(user)
+                        full = client.tokenize_chat(
+                            [*user, {"role": "assistant", "content": continuation}],
+                            continue_final_message=True)
+                    except (ServingError, KeyError, ValueError) as exc:
+                        logger.info("canaries on %s are generated: tokenizing failed (%s)",
+                                    url, exc)
+                        break
+                    # The answer's tokens must extend the prompt's exactly, else the scored
+                    # positions would not be the ones generation starts from.
+                    if len(full) > len(prompt) and full[: len(prompt)] == prompt:
+                        probes[(url, i)] = CanaryProbe(ask["question"], ask["expected"],
+                                                       continuation, tuple(full), len(prompt))
+        return probes
+
+    def _run_canaries(self, rec: Any, asks: Sequence[Mapping[str, str]],
+                      probes: Mapping[tuple[str, int], CanaryProbe]) -> list[CanaryResult]:
+        """Check every canary on every endpoint, all at once (vLLM batches them)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        canaries = list(getattr(rec, "canaries", None) or
-                        (rec.metrics or {}).get("canaries") or [])
-        # No known answers: at least prove the adapter generates.
-        asks = [(c["question"], c["expected"]) for c in canaries] or [("Hello!", "")]
-        jobs = [(url, q, e) for url in self.endpoints for q, e in asks]
+        jobs = [(url, i, ask) for url in self.endpoints for i, ask in enumerate(asks)]
         clients = {url: self._client(url) for url in self.endpoints}
 
-        def ask(job: tuple[str, str, str]) -> CanaryResult:
-            url, question, expected = job
+        def check(job: tuple[str, int, Mapping[str, str]]) -> CanaryResult:
+            url, i, ask = job
+            question, expected = ask["question"], ask.get("expected") or ""
+            probe = probes.get((url, i))
+            if probe is not None:
+                try:
+                    scores = clients[url].score_prompt(rec.name, probe.token_ids,
+                                                       start=probe.start)
+                except EndpointUnreachableError:
+                    raise
+                except ServingError as exc:  # e.g. no prompt_logprobs: generate instead
+                    logger.info("scoring a canary on %s failed (%s); generating it", url, exc)
+                else:
+                    if all(s.rank == 1 for s in scores):
+                        return CanaryResult(url, question, expected, probe.continuation, True,
+                                            method="scored")
+                    off = next(k for k, s in enumerate(scores) if s.rank != 1)
+                    logger.info("canary %r on %s: token %d of the recorded answer has rank %d; "
+                                "checking by generation", question, url, off, scores[off].rank)
             # Streamed, and stopped once the expected text is there: the check is "the answer
             # contains it", so the tokens after it only delay the switch.
             answer = clients[url].chat(rec.name, [{"role": "user", "content": question}],
@@ -345,7 +459,7 @@ class Publisher:
 
         try:
             with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
-                return list(pool.map(ask, jobs))
+                return list(pool.map(check, jobs))
         finally:
             for client in clients.values():
                 client.close()
@@ -356,6 +470,7 @@ class Publisher:
                 "endpoints": result.endpoints, "swap_s": round(result.swap_s, 3),
                 "load_s": round(result.load_s, 3), "canary_s": round(result.canary_s, 3),
                 "canaries_ok": sum(c.ok for c in result.canaries),
+                "canaries_scored": sum(c.method == "scored" for c in result.canaries),
                 "canaries": len(result.canaries), "replaced": result.previous,
                 "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}})
         except Exception:
@@ -456,6 +571,13 @@ class Publisher:
                         if "already" not in str(exc).lower():
                             raise
         return rec.name
+
+
+def _canary_asks(rec: Any) -> list[dict[str, str]]:
+    """A version's canaries (``question``, ``expected``, optional recorded ``answer``)."""
+    canaries = list(getattr(rec, "canaries", None) or (rec.metrics or {}).get("canaries") or [])
+    # No known answers: at least prove the adapter generates.
+    return [dict(c) for c in canaries] or [{"question": "Hello!", "expected": ""}]
 
 
 _SAMPLE = re.compile(r'^vllm:lora_requests_info\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)', re.MULTILINE)

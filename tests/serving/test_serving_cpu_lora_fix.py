@@ -1,5 +1,5 @@
 """The CPU LoRA "-1 index" fix at the op level: the originals have the bug, the fix does not,
-and for valid indices both agree bit for bit."""
+and for valid indices both agree (up to float rounding)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,22 @@ if getattr(ORIGINAL["bgmv_shrink"], "__ragtune_cpu_lora_fix__", False):  # pragm
     pytest.skip("vLLM ops were patched before this module imported", allow_module_level=True)
 
 
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
+
+ORIGINAL_LOGITS = PunicaWrapperCPU.add_lora_logits
+
+
 @pytest.fixture
 def restore_vllm_ops():
     """Undo apply() after a test, so every test sees vLLM as installed."""
     saved = {(m, n): getattr(importlib.import_module(m), n)
              for m in fix.TARGET_MODULES for n in ("bgmv_shrink", "bgmv_expand",
                                                    "bgmv_expand_slice")}
+    saved_logits = PunicaWrapperCPU.__dict__["add_lora_logits"]
     yield
     for (m, n), fn in saved.items():
         setattr(importlib.import_module(m), n, fn)
+    PunicaWrapperCPU.add_lora_logits = saved_logits
 
 
 def _batch(seed: int = 0, tokens: int = 6, slots: int = 3, rank: int = 4, hidden: int = 8):
@@ -48,25 +55,51 @@ def test_the_installed_ops_have_the_bug_and_the_fix_does_not() -> None:
         assert not fix.has_index_bug(name, getattr(fix, name)), name
 
 
-def test_valid_indices_are_bit_identical() -> None:
+# Mixed adapters, one adapter for every token (the one-matmul path), and one index for all
+# rows (vLLM's LoRA logits call for a single request broadcasts it).
+VALID_INDICES = ([0, 2, 1, 2, 0, 1], [2] * 6, [1])
+
+
+@pytest.mark.parametrize("indices", VALID_INDICES)
+def test_valid_indices_agree_with_vllms_ops(indices) -> None:
     x, a, b, h = _batch()
-    idx = torch.tensor([0, 2, 1, 2, 0, 1])
+    idx = torch.tensor(indices)
+    close = dict(rtol=1e-5, atol=1e-5)
     for scaling in (1.0, 0.5):
         want, got = torch.zeros(6, 4), torch.zeros(6, 4)
         ORIGINAL["bgmv_shrink"](x, a, want, idx, scaling)
         fix.bgmv_shrink(x, a, got, idx, scaling)
-        assert torch.equal(want, got)
+        torch.testing.assert_close(got, want, **close)
     for add in (True, False):
         base = torch.randn(6, 8)
         want, got = base.clone(), base.clone()
         ORIGINAL["bgmv_expand"](h, b, want, idx, add)
         fix.bgmv_expand(h, b, got, idx, add)
-        assert torch.equal(want, got)
+        torch.testing.assert_close(got, want, **close)
         base = torch.randn(6, 20)
         want, got = base.clone(), base.clone()
         ORIGINAL["bgmv_expand_slice"](h, b, want, idx, 5, 8, add)
         fix.bgmv_expand_slice(h, b, got, idx, 5, 8, add)
-        assert torch.equal(want, got)
+        torch.testing.assert_close(got, want, **close)
+        assert torch.equal(got[:, :5], base[:, :5]) and torch.equal(got[:, 13:], base[:, 13:])
+
+
+def test_bfloat16_weights_as_vllm_serves_them() -> None:
+    x, a, b, h = (t.to(torch.bfloat16) for t in _batch())
+    idx = torch.tensor([0, 0, 2, -1, 2, 0])
+    want, got = torch.zeros(6, 4), torch.zeros(6, 4)  # shrink buffers are float32 in vLLM
+    ORIGINAL["bgmv_shrink"](x, a, want, idx.clamp(min=0), 1.0)
+    fix.bgmv_shrink(x, a, got, idx, 1.0)
+    rows = idx >= 0
+    torch.testing.assert_close(got[rows], want[rows], rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(got[~rows]) == 0
+
+
+def test_a_row_count_without_indices_is_an_error_as_in_vllm() -> None:
+    x, a, _, _ = _batch()
+    for op in (ORIGINAL["bgmv_shrink"], fix.bgmv_shrink):
+        with pytest.raises(RuntimeError):
+            op(x, a, torch.zeros(6, 4), torch.tensor([0, 1]), 1.0)
 
 
 def test_no_lora_tokens_get_nothing_in_a_mixed_batch() -> None:
@@ -81,7 +114,7 @@ def test_no_lora_tokens_get_nothing_in_a_mixed_batch() -> None:
     last = x[base_rows] @ a[-1, 0].T
     assert torch.allclose(buggy[base_rows], last)
     assert torch.count_nonzero(fixed[base_rows]) == 0
-    assert torch.equal(buggy[~base_rows], fixed[~base_rows])
+    torch.testing.assert_close(fixed[~base_rows], buggy[~base_rows], rtol=1e-5, atol=1e-5)
 
     # expand (adds into the layer output): -1 rows keep the base output exactly.
     layer = torch.randn(6, 8)
@@ -90,7 +123,7 @@ def test_no_lora_tokens_get_nothing_in_a_mixed_batch() -> None:
     fix.bgmv_expand(h, b, fixed, idx, True)
     assert not torch.allclose(buggy[base_rows], layer[base_rows])
     assert torch.equal(fixed[base_rows], layer[base_rows])
-    assert torch.equal(buggy[~base_rows], fixed[~base_rows])
+    torch.testing.assert_close(fixed[~base_rows], buggy[~base_rows], rtol=1e-5, atol=1e-5)
 
     layer = torch.randn(6, 20)
     buggy, fixed = layer.clone(), layer.clone()
@@ -101,7 +134,9 @@ def test_no_lora_tokens_get_nothing_in_a_mixed_batch() -> None:
 
 
 def test_apply_patches_every_reference_and_fixes_the_prefill_path(restore_vllm_ops) -> None:
-    assert fix.apply() == "patched: bgmv_shrink, bgmv_expand, bgmv_expand_slice"
+    assert fix.apply() == ("patched: bgmv_shrink, bgmv_expand, bgmv_expand_slice, "
+                           "add_lora_logits")
+    assert PunicaWrapperCPU.add_lora_logits is fix.add_lora_logits
     for module in fix.TARGET_MODULES:
         mod = importlib.import_module(module)
         assert mod.bgmv_shrink is fix.bgmv_shrink, module
@@ -116,10 +151,68 @@ def test_apply_patches_every_reference_and_fixes_the_prefill_path(restore_vllm_o
     assert torch.count_nonzero(out[:3]) == 0 and torch.count_nonzero(out[3:]) > 0
 
 
+def _wrapper(requests: list[int], rows: int):
+    """A CPU punica wrapper mapped to ``requests`` (one LoRA slot index per request)."""
+    wrapper = PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=8, device="cpu")
+    wrapper._sampler_indices[: len(requests)] = torch.tensor(requests)
+    wrapper.indices_len[:] = [rows, len(requests), len(requests), rows]
+    return wrapper
+
+
+def _logits_weights(vocab: int = 7, hidden: int = 8, rank: int = 4, lm_head: bool = False):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(2, 1, rank, hidden, generator=g)
+    b = torch.randn(2, 1, vocab, rank, generator=g) if lm_head else torch.zeros(2, 1, vocab, rank)
+    return a, b
+
+
+def test_prompt_logprobs_rows_break_vllms_logits_wrapper_not_the_fixed_one(
+        restore_vllm_ops) -> None:
+    # The installed vLLM has the bug (if this fails, it was fixed upstream: drop the fix).
+    assert fix.has_logits_bug(PunicaWrapperCPU)
+    # 5 requests in the batch; one of them asks for the logits of its 56 prompt positions.
+    x = torch.randn(56, 8)
+    a, b = _logits_weights()
+    with pytest.raises(RuntimeError):
+        ORIGINAL_LOGITS(_wrapper([0, 0, 1, -1, 0], 56), torch.zeros(56, 7), x, a, b, 1.0)
+    fix.apply()
+    assert not fix.has_logits_bug(PunicaWrapperCPU)
+    logits = torch.randn(56, 7)
+    y = logits.clone()
+    _wrapper([0, 0, 1, -1, 0], 56).add_lora_logits(y, x, a, b, 1.0)
+    assert torch.equal(y, logits)  # no lm_head weights: no delta, exactly
+
+
+def test_logits_calls_with_a_mapping_still_go_to_vllm(restore_vllm_ops, caplog) -> None:
+    fix.apply()
+    a, b = _logits_weights(lm_head=True)
+    # One row per request (sampling): vLLM's method, with the adapters' lm_head deltas.
+    x = torch.randn(3, 8)
+    want, got = torch.zeros(3, 7), torch.zeros(3, 7)
+    ORIGINAL_LOGITS(_wrapper([0, 1, -1], 3), want, x, a, b, 1.0)
+    _wrapper([0, 1, -1], 3).add_lora_logits(got, x, a, b, 1.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(got[:2]) > 0
+    # One request alone: its index broadcasts over its prompt rows, as in vLLM.
+    x = torch.randn(9, 8)
+    want, got = torch.zeros(9, 7), torch.zeros(9, 7)
+    ORIGINAL_LOGITS(_wrapper([1], 9), want, x, a, b, 1.0)
+    _wrapper([1], 9).add_lora_logits(got, x, a, b, 1.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # Prompt rows of one request among several, with lm_head weights: no delta, a warning.
+    fix._warned_lm_head = False
+    y = torch.zeros(9, 7)
+    with caplog.at_level("WARNING", logger="vllm.plugins.ragtune_cpu_lora_fix"):
+        _wrapper([1, 0], 9).add_lora_logits(y, x, a, b, 1.0)
+    assert torch.count_nonzero(y) == 0
+    assert "lm_head" in caplog.text
+
+
 def test_disabled_by_environment(monkeypatch, restore_vllm_ops) -> None:
     monkeypatch.setenv(fix.DISABLE_ENV, "1")
     assert fix.apply() == "disabled"
     assert lora_ops.bgmv_shrink is ORIGINAL["bgmv_shrink"]
+    assert PunicaWrapperCPU.add_lora_logits is ORIGINAL_LOGITS
 
 
 def test_the_plugin_is_declared_for_vllm() -> None:

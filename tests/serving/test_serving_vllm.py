@@ -83,10 +83,61 @@ def test_base_request_batched_with_adapters_gets_the_base_answer(
     assert solo in answers["base"]
 
 
+def _scored_batch(url: str, names: dict[str, str], rounds: int = 3) -> dict[str, list]:
+    """Score v1's trained answer with prompt_logprobs, on v1 and on v2, at the same moment as
+    chat requests to the base model and both adapters (so vLLM batches them together).
+
+    Returns ``{"v1": [ranks...], "v2": [ranks...], "errors": [...]}`` (one entry per round).
+    """
+    fact = FACT_VERSIONS["v1"].facts[0]
+    out: dict[str, list] = {"v1": [], "v2": [], "errors": []}
+    with VLLMAdminClient(url) as client:
+        user = [{"role": "user", "content": fact.questions[0]}]
+        start = len(client.tokenize_chat(user))
+        ids = client.tokenize_chat([*user, {"role": "assistant", "content": fact.answer}],
+                                   continue_final_message=True)
+        jobs = [("chat", "base"), ("chat", "base"), ("chat", names["v1"]),
+                ("chat", names["v2"]), ("score", "v1"), ("score", "v2")]
+        with cf.ThreadPoolExecutor(len(jobs)) as pool:
+            for _ in range(rounds):
+                barrier = threading.Barrier(len(jobs))
+
+                def run(job, barrier=barrier):
+                    barrier.wait()
+                    try:
+                        if job[0] == "chat":
+                            return job, ask(client, job[1], max_tokens=8)
+                        return job, [s.rank for s in client.score_prompt(names[job[1]], ids,
+                                                                         start=start)]
+                    except Exception as exc:  # noqa: BLE001 - collected for the test
+                        return ("error", job[1]), exc
+
+                for job, value in pool.map(run, jobs):
+                    if job[0] == "error":
+                        out["errors"].append(value)
+                    elif job[0] == "score":
+                        out[job[1]].append(value)
+    return out
+
+
+def test_scoring_an_adapter_in_a_busy_batch_keeps_the_server_up(
+        vllm_server, vllm_admin, fact_adapters, unique_name) -> None:
+    """prompt_logprobs on an adapter, batched with other requests, killed vLLM 0.32's CPU
+    engine; with the plugin it works and the scores are right (see the next test)."""
+    names = _load_both(vllm_admin, fact_adapters, unique_name)
+    scored = _scored_batch(vllm_server.url, names)
+    assert not scored["errors"], scored["errors"]
+    # v1 was trained to give exactly this answer: greedy at every token. v2 says Pepper.
+    assert scored["v1"] and all(r == 1 for ranks in scored["v1"] for r in ranks), scored
+    assert scored["v2"] and all(any(r > 1 for r in ranks) for ranks in scored["v2"]), scored
+    assert vllm_admin.health() and "Biscuit" in ask(vllm_admin, names["v1"])
+
+
 def test_without_the_plugin_the_bug_shows(serving_base_model, fact_adapters, unique_name,
                                           tmp_path: Path) -> None:
-    """The same batch on a server started with the fix disabled: base answers get the
-    adapter in the last slot. Proves the test above can fail (one extra server start)."""
+    """The same batches on a server started with the fix disabled: base answers get the
+    adapter in the last slot, and scoring an adapter in a busy batch kills the engine.
+    Proves the two tests above can fail (one extra server start)."""
     require_vllm()
     from langchain_ragtune.serving.launcher import start_server
 
@@ -96,11 +147,15 @@ def test_without_the_plugin_the_bug_shows(serving_base_model, fact_adapters, uni
         with VLLMAdminClient(server.url) as client:
             names = _load_both(client, fact_adapters, unique_name)
         answers = _mixed_batch(server.url, names)
+        scored = _scored_batch(server.url, names)
     with pytest.raises(ProcessLookupError):  # stop() ended vLLM's whole process group
         os.killpg(server.process.pid, 0)
     leaked = [t for t in answers["base"] if "Biscuit" in t or "Pepper" in t]
     assert leaked, f"the -1 index bug did not show without the plugin: {answers['base']}"
-    assert "fix disabled" in (tmp_path / "vllm-nofix.log").read_text()
+    log = (tmp_path / "vllm-nofix.log").read_text()
+    assert "fix disabled" in log
+    assert scored["errors"], f"scoring in a busy batch did not fail without the plugin: {scored}"
+    assert "einsum" in log and "EngineDeadError" in log
 
 
 # --- publishing ---------------------------------------------------------------------------------
@@ -200,6 +255,8 @@ def test_publish_swaps_under_concurrent_load(registry, publisher, vllm_admin, fa
     print(f"swap under load: {second.swap_s:.2f} s (load {second.load_s:.2f} s, canaries "
           f"{second.canary_s:.2f} s)")
     assert registry.get(v2.name).metrics["serving"]["canaries_ok"] == 2
+    # Their trained answers are known: checked in one forward pass each, not generated.
+    assert [c.method for c in second.canaries] == ["scored", "scored"], second.canaries
 
 
 def test_failures_leave_the_old_version_serving(registry, publisher, vllm_admin, vllm_server,

@@ -241,7 +241,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int = 4,
-                   max_tokens: int = 16, rate_rounds: int = 5, rate_tokens: int = 32,
+                   swaps: int = 3, max_tokens: int = 16, rate_rounds: int = 5,
+                   rate_tokens: int = 32,
                    endpoint: str | None = None, schema: str = "ragtune_bench_swap",
                    cache_dir: str | Path | None = None, canary_scoring: bool = True,
                    quiet: bool = False) -> dict[str, Any]:
@@ -254,14 +255,19 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
     2. Measure tokens/s of the base model and of the adapter: ``rate_rounds`` sequential
        completions of exactly ``rate_tokens`` tokens each.
     3. Send ``requests`` requests from ``concurrency`` threads (every ``base_every``-th to the
-       base model, the others through ``create_chat_model(namespace)``) and publish v2 after
-       a third of them. Every answer is checked: an adapter answer must carry the fact of the
-       version that answered it (its ``model_name``), a base answer neither fact.
+       base model, the others through ``create_chat_model(namespace)``) and publish
+       ``swaps`` new versions meanwhile, evenly spread (v2, v1, v2, ... each under a new
+       name), each after the previous one drained. Every answer is checked: an adapter answer
+       must carry the fact of the version that answered it (its ``model_name``), a base
+       answer neither fact.
+
+    ``swap_s`` is the median over the swaps (each one is in ``swaps``, with its phases).
 
     Args:
         requests: requests in the concurrent phase.
         concurrency: client threads.
         base_every: every n-th request goes to the base model.
+        swaps: versions published during the concurrent phase.
         max_tokens: answer length in the concurrent phase.
         rate_rounds: completions per tokens/s measurement.
         rate_tokens: tokens per completion in the tokens/s measurement.
@@ -279,6 +285,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
     """
     import concurrent.futures as cf
     import platform
+    import statistics
     import threading
     import uuid
 
@@ -317,30 +324,32 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
             url = urls[0]
             publisher = Publisher(registry, endpoints=[url], config=config,
                                   base_model_path=base_model, canary_scoring=canary_scoring)
-            recs = {}
-            for v in ("v1", "v2"):
+            # Publish order: v1 before the load, then v2, v1, v2, ... each a new version.
+            facts_of = ["v1"] + [("v2", "v1")[k % 2] for k in range(swaps)]
+            recs = []
+            for v in facts_of:
                 n = registry.next_version(ns)
-                recs[v] = registry.register(
+                recs.append(registry.register(
                     ns, n, make_adapter_name(ns, n), str(adapters[v]), str(base_model),
-                    watermark_seq=n, metrics={"canaries": FACT_VERSIONS[v].canaries})
-            publisher.publish(recs["v1"])
+                    watermark_seq=n, metrics={"canaries": FACT_VERSIONS[v].canaries}))
+            publisher.publish(recs[0])
 
             say("tokens/s of the base model and of the adapter")
             with VLLMAdminClient(url) as client:
                 base_tps = _tokens_per_s(client, config.served_model_name, dog_q,
                                          rounds=rate_rounds, max_tokens=rate_tokens)
-                adapter_tps = _tokens_per_s(client, recs["v1"].name, dog_q,
+                adapter_tps = _tokens_per_s(client, recs[0].name, dog_q,
                                             rounds=rate_rounds, max_tokens=rate_tokens)
 
-            say(f"{requests} requests from {concurrency} threads, publishing v2 meanwhile")
+            say(f"{requests} requests from {concurrency} threads, publishing {swaps} "
+                "versions meanwhile")
             server_config = ServeConfig.from_env(vllm_urls=(url,))
             adapter_llm = create_chat_model(ns, registry=registry, config=server_config,
                                             refresh_s=0.5, max_tokens=max_tokens)
             base_llm = create_chat_model(config=server_config, max_tokens=max_tokens)
-            version_of = {recs[v].name: v for v in recs}
+            version_of = {rec.name: v for rec, v in zip(recs, facts_of)}
             counter = iter(range(requests))
-            lock = threading.Lock()
-            done = threading.Event()
+            lock = threading.Condition()
             records: list[dict[str, Any]] = []
 
             def worker() -> None:
@@ -368,13 +377,16 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                     item["latency_s"] = time.perf_counter() - t0
                     with lock:
                         records.append(item)
-                        if len(records) >= requests // 3:
-                            done.set()
+                        lock.notify_all()
 
+            results = []
             with cf.ThreadPoolExecutor(concurrency) as pool:
                 futures = [pool.submit(worker) for _ in range(concurrency)]
-                done.wait()
-                result = publisher.publish(recs["v2"])
+                for k, rec in enumerate(recs[1:], start=1):
+                    with lock:
+                        lock.wait_for(lambda k=k: len(records) >= requests * k // (swaps + 1)
+                                      or all(f.done() for f in futures), timeout=600)
+                    results.append(publisher.publish(rec))
                 for f in futures:
                     f.result()
             with VLLMAdminClient(url) as client:
@@ -386,25 +398,32 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
     wrong = [r for r in records if "error" not in r and not r["ok"]]
     lat = {k: [r["latency_s"] for r in records if r["kind"] == k and "error" not in r]
            for k in ("base", "adapter")}
-    served = {k: sum(1 for r in records if r.get("model") == recs[k].name) for k in recs}
+    served = {f"{rec.version}:{v}": sum(1 for r in records if r.get("model") == rec.name)
+              for rec, v in zip(recs, facts_of)}
+    phases = ("swap_s", "load_s", "canary_s", "switch_s", "drain_s")
+    each = [{"to": f"{rec.version}:{v}", **{k: round(getattr(res, k), 3) for k in phases},
+             "canary_methods": sorted(c.method for c in res.canaries)}
+            for res, rec, v in zip(results, recs[1:], facts_of[1:])]
+    swap_times = [e["swap_s"] for e in each]
     return {
         "requests": len(records),
         "failed": len(failed),
         "wrong_answers": len(wrong),
-        "swap_s": round(result.swap_s, 3),
+        "swap_s": round(statistics.median(swap_times), 3) if swap_times else None,
         "base_tokens_per_s": round(base_tps, 1),
         "adapter_tokens_per_s": round(adapter_tps, 1),
-        "swap": {"load_s": round(result.load_s, 3), "canary_s": round(result.canary_s, 3),
-                 "switch_s": round(result.switch_s, 3),
-                 "swap_without_canaries_s": round(result.swap_s - result.canary_s, 3),
-                 "drain_s": round(result.drain_s, 3), "canaries": len(result.canaries),
-                 "canary_methods": sorted(c.method for c in result.canaries),
-                 "old_unloaded": result.unloaded_previous and recs["v1"].name not in loaded_after},
+        "swap": {"median": {k: round(statistics.median(e[k] for e in each), 3)
+                            for k in phases} if each else {},
+                 "max_swap_s": max(swap_times, default=None),
+                 "canaries": sum(len(r.canaries) for r in results),
+                 "old_unloaded": all(r.unloaded_previous for r in results)
+                 and not any(rec.name in loaded_after for rec in recs[:-1])},
+        "swaps": each,
         "answers_by_version": served,
         "latency_s": {k: {"p50": _pct(v, 0.5), "p95": _pct(v, 0.95)} for k, v in lat.items()},
         "examples": {"failed": failed[:3], "wrong": wrong[:3]},
         "settings": {"concurrency": concurrency, "base_every": base_every,
-                     "max_tokens": max_tokens, "rate_tokens": rate_tokens,
+                     "swaps": swaps, "max_tokens": max_tokens, "rate_tokens": rate_tokens,
                      "rate_rounds": rate_rounds, "max_loras": config.max_loras,
                      "canary_scoring": canary_scoring},
         "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5},

@@ -31,7 +31,10 @@ def ask(client: VLLMAdminClient, model: str, question: str = DOG_Q, max_tokens: 
                        max_tokens=max_tokens).text
 
 
-def test_load_chat_unload_at_runtime(vllm_admin, fact_adapters, unique_name) -> None:
+def test_load_chat_unload_at_runtime(vllm_server, vllm_admin, fact_adapters,
+                                     unique_name) -> None:
+    if vllm_server.process is not None:  # started here: warmed up with a scoring request
+        assert vllm_server.warmup_s is not None
     name = unique_name("v1")
     vllm_admin.load_adapter(name, fact_adapters["v1"])
     assert vllm_admin.adapters()[name] == str(fact_adapters["v1"])

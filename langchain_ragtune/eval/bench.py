@@ -6,6 +6,8 @@ Each benchmark lives with the code it measures and is imported only when run:
 * ``ingest``: :func:`run_ingest_bench`, here (eval);
 * ``router``: ``langchain_ragtune.router.bench.run_router_bench`` (router);
 * ``swap``: ``langchain_ragtune.serving.bench.run_swap_bench`` (serving);
+* ``lora_ops``: ``langchain_ragtune.serving.bench.run_lora_ops_bench`` (serving: vLLM's CPU
+  LoRA ops against the plugin's);
 * ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs);
 * ``load``: ``langchain_ragtune.eval.load.run_load_bench`` (concurrent chat sessions).
 
@@ -21,7 +23,7 @@ and ingest throughput with real embeddings.
 Example:
     >>> from langchain_ragtune.eval.bench import BENCHES
     >>> sorted(BENCHES)
-    ['ingest', 'load', 'parametric', 'retrieval', 'router', 'swap']
+    ['ingest', 'load', 'lora_ops', 'parametric', 'retrieval', 'router', 'swap']
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "ingest": ("langchain_ragtune.eval.bench", "run_ingest_bench"),
     "router": ("langchain_ragtune.router.bench", "run_router_bench"),
     "swap": ("langchain_ragtune.serving.bench", "run_swap_bench"),
+    "lora_ops": ("langchain_ragtune.serving.bench", "run_lora_ops_bench"),
     "parametric": ("langchain_ragtune.jobs.bench", "run_parametric_bench"),
     "load": ("langchain_ragtune.eval.load", "run_load_bench"),
 }
@@ -55,6 +58,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "ingest": {"turns": 400, "ack_turns": 100},
     "router": {"queries": 200, "e2e": False},
     "swap": {"requests": 40, "rate_rounds": 2},
+    "lora_ops": {"repeats": 50},
     "parametric": {"max_steps": 10, "teacher_max_chunks": 4, "eval_questions": 16,
                    "locomo_questions": 20},
 }

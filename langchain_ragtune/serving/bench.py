@@ -1,4 +1,5 @@
-"""The swap benchmark, and the tiny fact adapters it (and the serving tests) use.
+"""The swap benchmark, the tiny fact adapters it (and the serving tests) use, and the CPU
+LoRA ops benchmark (:func:`run_lora_ops_bench`, vLLM's ops against the plugin's).
 
 :func:`run_swap_bench` measures what issue 4 promises: while concurrent requests go to the
 namespace's current adapter and to the base model, a new version is published (load under a
@@ -33,9 +34,11 @@ from typing import Any
 
 __all__ = [
     "FACT_VERSIONS",
+    "LORA_OPS_CASES",
     "Fact",
     "FactSet",
     "ensure_fact_adapter",
+    "run_lora_ops_bench",
     "run_swap_bench",
     "train_fact_adapter",
 ]
@@ -430,4 +433,98 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),
         "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+# --- the CPU LoRA ops benchmark ----------------------------------------------------------------
+
+#: (name, tokens, adapter index of each token): one decoding token, a decoding batch of four
+#: requests on two adapters and the base model, a 57-token prefill (a canary's scoring
+#: request), and that prefill batched with the decoding batch.
+LORA_OPS_CASES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("decode-1", (0,)),
+    ("decode-4-mixed", (0, 0, 1, -1)),
+    ("prefill-57", (0,) * 57),
+    ("prefill-57+decode-4", (0,) * 57 + (0, 0, 1, -1)),
+)
+
+
+def run_lora_ops_bench(*, hidden: int = 576, intermediate: int = 1536, rank: int = 16,
+                       slots: int = 4, repeats: int = 300, threads: int = 1,
+                       quiet: bool = False) -> dict[str, Any]:
+    """Time vLLM's CPU LoRA ops against the ragtune plugin's, per call, on model-sized tensors.
+
+    The ops are what an adapter adds to every linear layer on CPU (``bgmv_shrink`` into the
+    rank, ``bgmv_expand`` out of it), about 420 calls per decoding step for SmolLM2-135M.
+    Each case times both implementations interleaved (alternating blocks of ``repeats //
+    10`` calls), with the default shapes those of SmolLM2-135M (hidden 576, MLP 1536) at
+    ``--max-lora-rank 16`` and ``--max-loras 4``, bfloat16 weights as vLLM serves them. It
+    also reports the largest difference between the two outputs on the valid rows (tokens
+    with index -1 differ on purpose: that is the "-1 index" bug vLLM's ops have).
+
+    Returns:
+        ``{"cases": {name: {"tokens", "shrink_us": {"vllm", "ragtune"}, "expand_us": {...},
+        "speedup": {...}, "max_abs_diff"}}, "settings", "machine", "date"}``.
+    """
+    import platform
+
+    import torch
+    from vllm.lora.ops.torch_ops import lora_ops
+
+    from langchain_ragtune.serving import cpu_lora_fix as fix
+
+    originals = {n: getattr(lora_ops, n) for n in ("bgmv_shrink", "bgmv_expand")}
+    if any(getattr(f, "__ragtune_cpu_lora_fix__", False) for f in originals.values()):
+        raise RuntimeError("vLLM's LoRA ops are patched in this process: run the benchmark in "
+                           "a fresh one (`ragtune bench lora_ops`).")
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(slots, 1, rank, hidden, generator=g).to(torch.bfloat16)
+    b = torch.randn(slots, 1, intermediate, rank, generator=g).to(torch.bfloat16)
+    block = max(1, repeats // 10)
+
+    def timed(fn: Any, *args: Any) -> float:
+        t0 = time.perf_counter()
+        for _ in range(block):
+            fn(*args)
+        return time.perf_counter() - t0
+
+    cases: dict[str, Any] = {}
+    for name, indices in LORA_OPS_CASES:
+        idx = torch.tensor(indices)
+        n = len(indices)
+        x = torch.randn(n, hidden, generator=g).to(torch.bfloat16)
+        h = torch.randn(n, rank, generator=g)
+        outs = {k: torch.zeros(n, rank) for k in ("vllm", "ragtune")}
+        ys = {k: torch.zeros(n, intermediate, dtype=torch.bfloat16) for k in ("vllm", "ragtune")}
+        impl = {"vllm": originals, "ragtune": {"bgmv_shrink": fix.bgmv_shrink,
+                                               "bgmv_expand": fix.bgmv_expand}}
+        spent = {(op, k): 0.0 for op in ("shrink", "expand") for k in impl}
+        for k in impl:  # warm up
+            impl[k]["bgmv_shrink"](x, a, outs[k], idx, 1.0)
+            impl[k]["bgmv_expand"](h, b, ys[k], idx, False)
+        for _ in range(10):
+            for k in impl:
+                spent["shrink", k] += timed(impl[k]["bgmv_shrink"], x, a, outs[k], idx, 1.0)
+                spent["expand", k] += timed(impl[k]["bgmv_expand"], h, b, ys[k], idx, False)
+        valid = idx >= 0
+        diff = max(float((outs["vllm"][valid] - outs["ragtune"][valid]).abs().max()),
+                   float((ys["vllm"][valid].float() - ys["ragtune"][valid].float()).abs().max()))
+        us = {op: {k: round(spent[op, k] / (10 * block) * 1e6, 1) for k in impl}
+              for op in ("shrink", "expand")}
+        cases[name] = {"tokens": n, "shrink_us": us["shrink"], "expand_us": us["expand"],
+                       "speedup": {op: round(us[op]["vllm"] / us[op]["ragtune"], 2)
+                                   for op in us},
+                       "max_abs_diff": diff}
+        if not quiet:
+            print(f"bench lora_ops: {name}: shrink {us['shrink']['vllm']} -> "
+                  f"{us['shrink']['ragtune']} us, expand {us['expand']['vllm']} -> "
+                  f"{us['expand']['ragtune']} us", file=sys.stderr, flush=True)
+    return {
+        "cases": cases,
+        "settings": {"hidden": hidden, "intermediate": intermediate, "rank": rank,
+                     "slots": slots, "repeats": repeats, "threads": threads,
+                     "dtype": "bfloat16 weights; shrink into float32, expand into bfloat16"},
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),
     }

@@ -357,7 +357,9 @@ def warm_up(url: str, model: str, *, timeout_s: float = 120.0) -> float | None:
     started = time.monotonic()
     try:
         response = httpx.post(f"{url}/v1/completions", timeout=timeout_s, json={
-            "model": model, "prompt": "Hello", "max_tokens": 1, "prompt_logprobs": 0})
+            # Several tokens: a one-token prompt has no prompt logprobs to compute.
+            "model": model, "prompt": "Warm up the prompt scoring path, please.",
+            "max_tokens": 1, "prompt_logprobs": 0})
         response.raise_for_status()
     except httpx.HTTPError as exc:
         logger.warning("warm-up request to %s failed (%s); the first scored canary will be "

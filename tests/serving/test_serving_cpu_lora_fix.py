@@ -220,3 +220,16 @@ def test_the_plugin_is_declared_for_vllm() -> None:
 
     eps = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
     assert eps.get("ragtune_cpu_lora_fix") == "langchain_ragtune.serving.cpu_lora_fix:register"
+
+
+def test_the_ops_benchmark_compares_both_on_every_case() -> None:
+    from langchain_ragtune.serving.bench import LORA_OPS_CASES, run_lora_ops_bench
+
+    out = run_lora_ops_bench(hidden=64, intermediate=96, rank=8, repeats=10, quiet=True)
+    assert list(out["cases"]) == [name for name, _ in LORA_OPS_CASES]
+    for case in out["cases"].values():
+        for op in ("shrink_us", "expand_us"):
+            assert case[op]["vllm"] > 0 and case[op]["ragtune"] > 0
+        assert case["max_abs_diff"] < 0.05  # bfloat16 outputs; the valid rows agree
+    assert out["cases"]["prefill-57"]["tokens"] == 57
+    assert lora_ops.bgmv_shrink is ORIGINAL["bgmv_shrink"]  # measured, not patched

@@ -37,6 +37,9 @@ def test_demo_quick_end_to_end(pg_uri, vllm_server, tmp_path, monkeypatch):
                             "ask", "summary"]
     assert result["refresh"]["status"] == "ready" and sum(result["refresh"]["examples"].values())
     assert result["publish"]["name"] == result["refresh"]["adapter_name"]
+    canaries = result["publish"]["canaries"]
+    assert canaries and all(c["ok"] for c in canaries)
+    print("demo canaries checked by:", [c["method"] for c in canaries])
 
     qs = result["questions"]
     assert qs and not [q for q in qs if q.get("error")]

@@ -335,7 +335,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                 recs.append(registry.register(
                     ns, n, make_adapter_name(ns, n), str(adapters[v]), str(base_model),
                     watermark_seq=n, metrics={"canaries": FACT_VERSIONS[v].canaries}))
-            publisher.publish(recs[0])
+            first = publisher.publish(recs[0])  # before any load: the idle reference
 
             say("tokens/s of the base model and of the adapter")
             with VLLMAdminClient(url) as client:
@@ -422,6 +422,8 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                  "old_unloaded": all(r.unloaded_previous for r in results)
                  and not any(rec.name in loaded_after for rec in recs[:-1])},
         "swaps": each,
+        "idle_first_publish": {k: round(getattr(first, k), 3)
+                               for k in ("swap_s", "load_s", "canary_s", "switch_s")},
         "answers_by_version": served,
         "latency_s": {k: {"p50": _pct(v, 0.5), "p95": _pct(v, 0.95)} for k, v in lat.items()},
         "examples": {"failed": failed[:3], "wrong": wrong[:3]},

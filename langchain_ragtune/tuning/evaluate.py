@@ -120,6 +120,9 @@ class AdapterEvaluator:
         max_new_tokens: the longest answer.
         batch_size: questions per generate call.
         torch_threads: threads torch uses.
+        repetition_penalty: keeps the small model from looping in evaluation answers;
+            ``1.0`` is plain greedy decoding (what a temperature-0 client such as the serving
+            side's canary check gets).
 
     Example:
         >>> ev = AdapterEvaluator("/models/smol")                          # doctest: +SKIP
@@ -132,6 +135,7 @@ class AdapterEvaluator:
     max_new_tokens: int = 64
     batch_size: int = 16
     torch_threads: int = 2
+    repetition_penalty: float = 1.1
 
     def __post_init__(self) -> None:
         self._tok: Any = None
@@ -181,11 +185,13 @@ class AdapterEvaluator:
 
     def answer(self, questions: Sequence[str], *, adapter: str | Path | None = None,
                progress: bool = False, system_prompt: Any = ...,
-               max_new_tokens: int | None = None) -> list[str]:
+               max_new_tokens: int | None = None,
+               repetition_penalty: float | None = None) -> list[str]:
         """Closed-book answers to ``questions`` with ``adapter`` (None = the base model).
 
         ``system_prompt`` overrides the memory prompt; ``None`` sends the question alone
         (the model's template then adds its default system prompt), as a bare client does.
+        ``repetition_penalty`` overrides the evaluator's (``1.0``: plain greedy).
         """
         import torch
 
@@ -211,7 +217,9 @@ class AdapterEvaluator:
                 with torch.no_grad():
                     gen = self._model.generate(**enc,
                                                max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                               do_sample=False, repetition_penalty=1.1,
+                                               do_sample=False,
+                                               repetition_penalty=repetition_penalty
+                                               or self.repetition_penalty,
                                                pad_token_id=self._tok.pad_token_id)
                 width = enc["input_ids"].shape[1]
                 out.extend(self._tok.decode(g[width:], skip_special_tokens=True).strip()
@@ -222,7 +230,8 @@ class AdapterEvaluator:
               progress: bool = False, **kwargs: Any) -> tuple[float | None, list[str]]:
         """Closed-book accuracy on (question, expected) pairs, and the answers.
 
-        Extra keyword arguments (``system_prompt``, ``max_new_tokens``) go to :meth:`answer`.
+        Extra keyword arguments (``system_prompt``, ``max_new_tokens``,
+        ``repetition_penalty``) go to :meth:`answer`.
         """
         if not qa:
             return None, []

@@ -139,11 +139,13 @@ def published_canaries(canaries: Sequence[tuple[str, str]], answers: Sequence[st
                        ) -> list[dict[str, str]]:
     """The canaries the serving side checks: those the new adapter answered correctly.
 
-    ``answers`` are the adapter's answers to the bare questions (no system prompt, short),
-    the way the serving publisher asks them. Each canary gets as ``expected`` a verbatim
-    span of that answer which the source also holds (see
+    ``answers`` are the adapter's greedy answers to the bare questions (no system prompt,
+    short), the way the serving publisher asks them. Each canary gets as ``expected`` a
+    verbatim span of that answer which the source also holds (see
     :func:`~langchain_ragtune.tuning.evaluate.canary_span`), so a containment check on the
-    served answer proves the right adapter is loaded.
+    served answer proves the right adapter is loaded; and the answer itself as ``answer``,
+    which the publisher's scored check verifies in one forward pass
+    (:func:`~langchain_ragtune.serving.publisher.canary_continuation`).
     """
     from langchain_ragtune.tuning.evaluate import canary_span, check_canary
 
@@ -265,9 +267,12 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         cb_after, answers = evaluator.score(heldout, adapter=tmp, progress=progress)
         can_after, can_answers = evaluator.score(canaries, adapter=tmp)
         # The serving side asks canaries the way a bare client does (question only, short
-        # answer): publish only canaries the adapter passes that way too.
+        # answer, plain greedy): publish only canaries the adapter passes that way too. The
+        # answers are recorded with the canaries, and the publisher checks the new version
+        # reproduces them token for token in one forward pass, so no repetition penalty here
+        # (with it, 1.1, the demo's canary answers were not vLLM's greedy ones).
         _, served = evaluator.score(canaries, adapter=tmp, system_prompt=None,
-                                    max_new_tokens=SERVED_CANARY_TOKENS)
+                                    max_new_tokens=SERVED_CANARY_TOKENS, repetition_penalty=1.0)
         eval_secs = time.monotonic() - t0
     except OSError as exc:  # a full disk, a lost mount: a failed refresh, not a crash
         shutil.rmtree(tmp, ignore_errors=True)

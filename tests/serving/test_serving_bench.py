@@ -28,4 +28,5 @@ def test_swap_bench_publishes_under_load_and_reports_every_swap(
     assert out["swap"]["old_unloaded"] and out["swap"]["max_swap_s"] >= out["swap_s"]
     assert sum(out["answers_by_version"].values()) == 16 - 16 // 4  # every 4th is base
     assert out["base_tokens_per_s"] > 0 and out["adapter_tokens_per_s"] > 0
+    assert out["idle_first_publish"]["swap_s"] > 0
     json.dumps(out)  # what --json writes

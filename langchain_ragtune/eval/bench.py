@@ -205,6 +205,13 @@ def summary_rows(results: Mapping[str, Any]) -> list[list[str]]:
                 [name, "turns/s written + embedded", _num(_get(r, "ingest_rows_per_s")), "", "–"],
                 [name, "turns/s embedded", _num(_get(r, "embed_rows_per_s")), "", "–"],
             ]
+        elif name == "lora_ops":
+            for case, c in (r.get("cases") or {}).items():
+                rows.append([name, f"{case}: shrink / expand us (vLLM -> ragtune)",
+                             f"{_num(_get(c, 'shrink_us', 'vllm'))} -> "
+                             f"{_num(_get(c, 'shrink_us', 'ragtune'))} / "
+                             f"{_num(_get(c, 'expand_us', 'vllm'))} -> "
+                             f"{_num(_get(c, 'expand_us', 'ragtune'))}", "", "–"])
         else:
             rows += _generic_rows(name, r)
     return rows

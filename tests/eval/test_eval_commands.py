@@ -221,3 +221,13 @@ def test_ingest_bench_on_real_store(pg_uri):
                             (result["config"]["schema"],)).fetchone() is None
     with pytest.raises(InvalidInputError, match="ack_turns"):
         run_ingest_bench(turns=10, ack_turns=10)
+
+
+def test_summary_table_lora_ops_rows_per_case():
+    table = summary_table({"benches": {"lora_ops": {"cases": {
+        "decode-1": {"shrink_us": {"vllm": 46.8, "ragtune": 22.9},
+                     "expand_us": {"vllm": 97.6, "ragtune": 44.4}}},
+        "settings": {"rank": 16}}}})
+    assert "| lora_ops | decode-1: shrink / expand us (vLLM -> ragtune) | " \
+           "46.8 -> 22.9 / 97.6 -> 44.4 |" in table
+    assert "settings" not in table

@@ -157,12 +157,16 @@ def _parse_models(response: httpx.Response, endpoint: str) -> list[ModelCard]:
     return [ModelCard.model_validate(m) for m in response.json().get("data", [])]
 
 
-def _parse_chat(response: httpx.Response, endpoint: str, model: str) -> ChatAnswer:
+def _raise_if_unknown_model(response: httpx.Response, endpoint: str, model: str) -> None:
     if response.status_code == 404:
         raise AdapterLoadError(
             f"vLLM at {endpoint} does not serve model {model!r} (404: {_error_message(response)}); "
             "load the adapter first, or use the base model's name.",
             endpoint=endpoint, status_code=404)
+
+
+def _parse_chat(response: httpx.Response, endpoint: str, model: str) -> ChatAnswer:
+    _raise_if_unknown_model(response, endpoint, model)
     _raise_for_status(response, endpoint, f"chat with {model!r}")
     body = response.json()
     choice = body["choices"][0]
@@ -210,11 +214,7 @@ def _score_body(model: str, token_ids: Sequence[int]) -> dict[str, Any]:
 
 def _parse_scores(response: httpx.Response, endpoint: str, model: str,
                   token_ids: Sequence[int], start: int) -> list[TokenScore]:
-    if response.status_code == 404:
-        raise AdapterLoadError(
-            f"vLLM at {endpoint} does not serve model {model!r} (404: {_error_message(response)}); "
-            "load the adapter first, or use the base model's name.",
-            endpoint=endpoint, status_code=404)
+    _raise_if_unknown_model(response, endpoint, model)
     _raise_for_status(response, endpoint, f"score a prompt with {model!r}")
     rows = (response.json()["choices"][0].get("prompt_logprobs") or [])
     if len(rows) != len(token_ids):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from langchain_ragtune.errors import ServingError
-from langchain_ragtune.serving.client import VLLMAdminClient
+from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient
 from langchain_ragtune.serving.publisher import Publisher, canary_continuation
 
 URL = "http://vllm.test:8000"
@@ -165,6 +165,12 @@ def test_score_prompt_checks_its_arguments_and_the_reply() -> None:
             client.score_prompt("m", ids, start=len(ids))
         scores = client.score_prompt("m", ids, start=3)
         assert [s.token_id for s in scores] == ids[3:] and {s.rank for s in scores} == {1}
+
+    with VLLMAdminClient(URL, transport=httpx.MockTransport(ScriptedVLLM(score_status=404))
+                         ) as client:
+        with pytest.raises(AdapterLoadError, match="does not serve model 'gone'") as err:
+            client.score_prompt("gone", [1, 2, 3], start=1)
+        assert err.value.status_code == 404
 
     def short(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"choices": [{"prompt_logprobs": [None]}]})

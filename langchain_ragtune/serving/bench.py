@@ -278,8 +278,8 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         schema: PostgreSQL schema for the bench's registry rows (``RAGTUNE_PG_URI`` or the
             embedded server).
         cache_dir: where fact adapters are cached (default ``<home>/cache/bench-adapters``).
-        canary_scoring: check v2's canaries in one forward pass (the publisher's default);
-            ``False`` generates their answers, to compare the two.
+        canary_scoring: check each new version's canaries in one forward pass (the
+            publisher's default); ``False`` generates their answers, to compare the two.
         quiet: no progress output.
 
     Returns:

@@ -5,8 +5,9 @@ few endpoints the serving side needs: ``/health``, ``/v1/models``, runtime
 ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (enabled by
 ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), a plain ``/v1/chat/completions`` for canary
 questions, and ``/tokenize`` with ``/v1/completions``' ``prompt_logprobs`` to score a known
-answer in one forward pass (:meth:`VLLMAdminClient.score_prompt`). Requests and answers are tiny pydantic wire models; both clients share the pure
-parsing functions, so the twins cannot drift. A connection failure becomes
+answer in one forward pass (:meth:`VLLMAdminClient.score_prompt`). Requests and answers are
+tiny pydantic wire models; both clients share the pure parsing functions, so the twins cannot
+drift. A connection failure becomes
 :class:`~langchain_ragtune.errors.EndpointUnreachableError` naming the endpoint; a refusal
 from vLLM becomes :class:`AdapterLoadError` with vLLM's own message.
 

@@ -17,10 +17,11 @@ ops delegate to the module-level ``bgmv_*`` functions, so they are fixed too.
 The replacements are also faster. vLLM's ops gather a copy of the adapter weights for every
 token (``weights[indices]``, converted to the output dtype) and run a batched ``einsum``; these
 group the tokens by adapter and run one dense matmul per adapter present (usually one or two).
-Measured per op on this project's 2-core CPU (SmolLM2-135M shapes, rank 16, 2026-12-02):
-one decoding token 50 -> 19 us (shrink) and 95 -> 36 us (expand), a 57-token prefill 318 -> 30
-and 894 -> 52 us. A model runs about 420 of them per step, so this is most of what an adapter
-costs over the base model on CPU. Under ``torch.compile`` (not vLLM's CPU default) the
+Measured per call by ``ragtune bench lora_ops`` on this project's 2-core CPU (SmolLM2-135M
+shapes, rank 16, 2026-12-02, docs/benchmarks.md): one decoding token 46.8 -> 22.9 us (shrink)
+and 97.6 -> 44.4 us (expand), a 57-token prefill 484 -> 48 and 1241 -> 66 us. A model runs
+about 420 of them per step, so this is most of what an adapter costs over the base model on
+CPU. Under ``torch.compile`` (not vLLM's CPU default) the
 grouping's host sync is avoided: a branch-free gather runs instead.
 
 The second bug: a request with ``prompt_logprobs`` for an adapter, batched with other

@@ -110,9 +110,12 @@ def canary_continuation(answer: str, expected: str) -> str | None:
     expected = expected.strip()
     if not answer or not expected:
         return None
-    # Case-insensitive where lower-casing keeps every index (it does for almost all text).
-    folded = answer.lower() if len(answer.lower()) == len(answer) else answer
-    at = folded.find(expected.lower() if folded is not answer else expected)
+    lowered = answer.lower()
+    # Case-insensitive unless lower-casing shifts indices (a few characters, e.g. "İ").
+    if len(lowered) == len(answer):
+        at = lowered.find(expected.lower())
+    else:
+        at = answer.find(expected)
     return answer[: at + len(expected)] if at >= 0 else None
 
 

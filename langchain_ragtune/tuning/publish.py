@@ -269,8 +269,9 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         # The serving side asks canaries the way a bare client does (question only, short
         # answer, plain greedy): publish only canaries the adapter passes that way too. The
         # answers are recorded with the canaries, and the publisher checks the new version
-        # reproduces them token for token in one forward pass, so no repetition penalty here
-        # (with it, 1.1, the demo's canary answers were not vLLM's greedy ones).
+        # reproduces them token for token in one forward pass, so no repetition penalty here:
+        # with the evaluator's 1.1 the recorded answer is not what a temperature-0 client
+        # (vLLM's canary check) generates, and the expected span may not be in that either.
         _, served = evaluator.score(canaries, adapter=tmp, system_prompt=None,
                                     max_new_tokens=SERVED_CANARY_TOKENS, repetition_penalty=1.0)
         eval_secs = time.monotonic() - t0

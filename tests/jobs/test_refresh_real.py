@@ -50,6 +50,7 @@ def tiny_ns(store, request):
 def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_config, vllm_server):
     from fixtures_vllm import vllm_test_config
 
+    from langchain_ragtune.serving.client import VLLMAdminClient
     from langchain_ragtune.serving.publisher import Publisher
 
     reg = AdapterRegistry(store)
@@ -70,8 +71,8 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     assert m["canary_after"] > m["canary_before"], m["canaries"]  # it learned trained facts
     # Published canaries are those the adapter answers right by plain greedy decoding of the
     # bare question (what the serving side asks), with that answer recorded. After 20 steps
-    # that is one canary or none, depending on which turns distillation picked (memory ids
-    # change the seeded sampling): with none, the publisher checks the adapter generates.
+    # that was one canary in some runs and none in one (2026-12-02): with none, the
+    # publisher only checks that the adapter generates.
     assert all(c["expected"].casefold() in c["answer"].casefold() for c in m["canaries"])
     # Published on the real vLLM server: its canaries (greedy answers of the in-process
     # float32 model) passed there too, scored where vLLM's greedy path agrees with them.
@@ -79,8 +80,6 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     assert pub.canaries and all(c.ok for c in pub.canaries), pub.canaries
     assert len(pub.canaries) == max(1, len(m["canaries"]))
     print("pipeline canaries checked by:", [c.method for c in pub.canaries])
-    from langchain_ragtune.serving.client import VLLMAdminClient
-
     with VLLMAdminClient(vllm_server.url) as client:
         assert cur.name in client.adapters()
         client.unload_adapter(cur.name)

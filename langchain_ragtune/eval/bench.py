@@ -212,6 +212,11 @@ def summary_rows(results: Mapping[str, Any]) -> list[list[str]]:
                              f"{_num(_get(c, 'shrink_us', 'ragtune'))} / "
                              f"{_num(_get(c, 'expand_us', 'vllm'))} -> "
                              f"{_num(_get(c, 'expand_us', 'ragtune'))}", "", "–"])
+                if _get(c, "layer_us", "vllm") is not None:
+                    layer = (f"{_num(_get(c, 'layer_us', 'vllm'))} -> "
+                             f"{_num(_get(c, 'layer_us', 'ragtune'))}")
+                    rows.append([name, f"{case}: LoRA per decoder layer us (vLLM -> ragtune)",
+                                 layer, "", "–"])
         else:
             rows += _generic_rows(name, r)
     return rows

@@ -226,8 +226,15 @@ def test_ingest_bench_on_real_store(pg_uri):
 def test_summary_table_lora_ops_rows_per_case():
     table = summary_table({"benches": {"lora_ops": {"cases": {
         "decode-1": {"shrink_us": {"vllm": 46.8, "ragtune": 22.9},
-                     "expand_us": {"vllm": 97.6, "ragtune": 44.4}}},
+                     "expand_us": {"vllm": 97.6, "ragtune": 44.4},
+                     "layer_us": {"vllm": 492.4, "ragtune": 147.2}},
+        "prefill-57": {"shrink_us": {"vllm": 244, "ragtune": 27.2},
+                       "expand_us": {"vllm": 550, "ragtune": 33.0}}},
         "settings": {"rank": 16}}}})
     assert "| lora_ops | decode-1: shrink / expand us (vLLM -> ragtune) | " \
            "46.8 -> 22.9 / 97.6 -> 44.4 |" in table
+    assert "| lora_ops | decode-1: LoRA per decoder layer us (vLLM -> ragtune) | " \
+           "492 -> 147 |" in table
+    # A result from before the layer measurement has no such row.
+    assert "prefill-57: LoRA per decoder layer" not in table
     assert "settings" not in table

@@ -23,6 +23,9 @@ if getattr(ORIGINAL["bgmv_shrink"], "__ragtune_cpu_lora_fix__", False):  # pragm
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
 
 ORIGINAL_LOGITS = PunicaWrapperCPU.add_lora_logits
+ORIGINAL_LINEAR = PunicaWrapperCPU.add_lora_linear
+ORIGINAL_UPDATE = PunicaWrapperCPU.update_metadata
+_WRAPPER_METHODS = ("add_lora_logits", "add_lora_linear", "update_metadata")
 
 
 @pytest.fixture
@@ -31,11 +34,17 @@ def restore_vllm_ops():
     saved = {(m, n): getattr(importlib.import_module(m), n)
              for m in fix.TARGET_MODULES for n in ("bgmv_shrink", "bgmv_expand",
                                                    "bgmv_expand_slice")}
-    saved_logits = PunicaWrapperCPU.__dict__["add_lora_logits"]
+    # update_metadata is inherited: None here means "not set on the class itself".
+    saved_methods = {n: PunicaWrapperCPU.__dict__.get(n) for n in _WRAPPER_METHODS}
     yield
     for (m, n), fn in saved.items():
         setattr(importlib.import_module(m), n, fn)
-    PunicaWrapperCPU.add_lora_logits = saved_logits
+    for n, fn in saved_methods.items():
+        if fn is None:
+            if n in PunicaWrapperCPU.__dict__:
+                delattr(PunicaWrapperCPU, n)
+        else:
+            setattr(PunicaWrapperCPU, n, fn)
 
 
 def _batch(seed: int = 0, tokens: int = 6, slots: int = 3, rank: int = 4, hidden: int = 8):
@@ -135,8 +144,10 @@ def test_no_lora_tokens_get_nothing_in_a_mixed_batch() -> None:
 
 def test_apply_patches_every_reference_and_fixes_the_prefill_path(restore_vllm_ops) -> None:
     assert fix.apply() == ("patched: bgmv_shrink, bgmv_expand, bgmv_expand_slice, "
-                           "add_lora_logits")
+                           "add_lora_logits, add_lora_linear")
     assert PunicaWrapperCPU.add_lora_logits is fix.add_lora_logits
+    assert PunicaWrapperCPU.add_lora_linear is fix.add_lora_linear
+    assert PunicaWrapperCPU.update_metadata is fix.update_metadata
     for module in fix.TARGET_MODULES:
         mod = importlib.import_module(module)
         assert mod.bgmv_shrink is fix.bgmv_shrink, module
@@ -213,6 +224,7 @@ def test_disabled_by_environment(monkeypatch, restore_vllm_ops) -> None:
     assert fix.apply() == "disabled"
     assert lora_ops.bgmv_shrink is ORIGINAL["bgmv_shrink"]
     assert PunicaWrapperCPU.add_lora_logits is ORIGINAL_LOGITS
+    assert PunicaWrapperCPU.add_lora_linear is ORIGINAL_LINEAR
 
 
 def test_the_plugin_is_declared_for_vllm() -> None:
@@ -232,4 +244,112 @@ def test_the_ops_benchmark_compares_both_on_every_case() -> None:
             assert case[op]["vllm"] > 0 and case[op]["ragtune"] > 0
         assert case["max_abs_diff"] < 0.05  # bfloat16 outputs; the valid rows agree
     assert out["cases"]["prefill-57"]["tokens"] == 57
+    for case in out["cases"].values():  # a decoder layer's LoRA work, both paths
+        assert case["layer_us"]["vllm"] > 0 and case["layer_us"]["ragtune"] > 0
+        assert case["layer_max_rel_diff"] < 0.02
+    assert PunicaWrapperCPU.add_lora_linear is ORIGINAL_LINEAR
     assert lora_ops.bgmv_shrink is ORIGINAL["bgmv_shrink"]  # measured, not patched
+
+
+# --- the fused linear path -----------------------------------------------------------------
+
+from vllm.lora.layers import LoRAMapping
+
+# lora ids per token (0: no adapter); the server's slots hold ids 7 and 9.
+SLOT_IDS = [7, 9, None]
+
+
+def _mapped_wrapper(token_ids: tuple[int, ...], prefill: bool):
+    wrapper = PunicaWrapperCPU(max_num_batched_tokens=64, max_batches=8, device="cpu")
+    wrapper.update_metadata(LoRAMapping(token_ids, token_ids, is_prefill=prefill),
+                            SLOT_IDS, 3, 100)
+    return wrapper
+
+
+def _linear_weights(dtype, slices=(12, 4, 4), hidden: int = 8, rank: int = 4):
+    g = torch.Generator().manual_seed(3)
+    a = tuple(torch.randn(3, 1, rank, hidden, generator=g).to(dtype) for _ in slices)
+    b = tuple(torch.randn(3, 1, n, rank, generator=g).to(dtype) for n in slices)
+    return a, b
+
+
+MAPPINGS = {
+    "decode, mixed with base tokens": ((7, 0, 9, 7, 0), False),
+    "decode, one adapter": ((9, 9, 9), False),
+    "prefill of two adapters and a base request": ((7, 7, 7, 0, 0, 9, 9, 9, 9), True),
+    "prefill, base only": ((0,) * 6, True),
+    # more rows than the float32-expand threshold: the bfloat16 path
+    "long prefill, mixed": ((7,) * 20 + (0,) * 3 + (9,) * 5, True),
+}
+
+
+@pytest.mark.parametrize("case", list(MAPPINGS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_linear_path_gives_vllms_results(case, dtype, restore_vllm_ops) -> None:
+    fix.apply()  # vLLM's add_lora_linear now runs on the fixed ops: the reference
+    token_ids, prefill = MAPPINGS[case]
+    slices = (12, 4, 4)
+    a, b = _linear_weights(dtype, slices)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(len(token_ids), 8, generator=g).to(dtype)
+    layer = torch.randn(len(token_ids), sum(slices), generator=g).to(dtype)
+    want, got = layer.clone(), layer.clone()
+    ORIGINAL_LINEAR(_mapped_wrapper(token_ids, prefill), want, x, a, b, 0.5, slices)
+    wrapper = _mapped_wrapper(token_ids, prefill)
+    assert PunicaWrapperCPU.add_lora_linear is fix.add_lora_linear
+    wrapper.add_lora_linear(got, x, a, b, 0.5, slices)
+    base_rows = torch.tensor(token_ids) == 0
+    assert torch.equal(got[base_rows], layer[base_rows])  # no adapter: untouched
+    # bfloat16: the fused path rounds differently (float32 expand for few rows)
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    if not base_rows.all():
+        assert not torch.equal(got, layer)
+
+
+def test_fused_linear_falls_back_to_vllm_off_the_step_mapping(restore_vllm_ops) -> None:
+    fix.apply()
+    a, b = _linear_weights(torch.float32, (4,))
+    wrapper = _mapped_wrapper((7, 7, 9), False)
+    # 2 rows against a 3-token step: not a model step, vLLM's method (which rejects it)
+    with pytest.raises(RuntimeError):
+        wrapper.add_lora_linear(torch.zeros(2, 4), torch.randn(2, 8), a, b, 1.0, (4,))
+
+
+def test_the_self_check_accepts_the_fused_path_and_rejects_a_wrong_one(
+        restore_vllm_ops, monkeypatch) -> None:
+    fix.apply()
+    fix._original_add_lora_linear = ORIGINAL_LINEAR
+    fix._original_update_metadata = ORIGINAL_UPDATE
+    assert fix.fused_linear_agrees(PunicaWrapperCPU)
+    # A fused path that got the weights wrong (here: every B doubled) is rejected.
+    real = fix.add_lora_linear
+
+    def doubled(self, y, x, a, b, scale, slices, **kw):
+        return real(self, y, x, a, tuple(w * 2 for w in b), scale, slices, **kw)
+
+    monkeypatch.setattr(fix, "add_lora_linear", doubled)
+    assert not fix.fused_linear_agrees(PunicaWrapperCPU)
+
+
+def test_token_groups() -> None:
+    groups = fix.token_groups(torch.tensor([3, -1, 3, 0]))
+    assert [(slot, rows.tolist()) for slot, rows in groups] == [(0, [3]), (3, [0, 2])]
+    assert fix.token_groups(torch.tensor([], dtype=torch.long)) == []
+
+
+def test_zero_lm_head_weights_skip_the_logits_delta(restore_vllm_ops) -> None:
+    fix.apply()
+    a, b = _logits_weights(lm_head=False)
+    x = torch.randn(3, 8)
+    logits = torch.randn(3, 7)
+    y = logits.clone()
+    assert _wrapper([0, 1, -1], 3).add_lora_logits(y, x, a, b, 1.0) is None
+    assert torch.equal(y, logits)
+    # Writing a slot in place (vLLM loading an lm_head adapter) is seen at the next call.
+    b[1, 0] = 1.0
+    want = logits.clone()
+    ORIGINAL_LOGITS(_wrapper([0, 1, -1], 3), want, x, a, b, 1.0)
+    _wrapper([0, 1, -1], 3).add_lora_logits(y, x, a, b, 1.0)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(y[1], logits[1])

@@ -312,9 +312,10 @@ def add_lora_linear(self: Any, y: torch.Tensor, x: torch.Tensor,
                     **kwargs: Any) -> None:
     """``y[:, slice i] += (x @ A_i[slot]^T * scale) @ B_i[slot]^T`` for each token's slot.
 
-    The same arithmetic as vLLM's CPU path (shrink in float32, expand in ``y``'s dtype), with
-    the step's adapter groups from :func:`update_metadata`. A call whose rows do not match
-    them (not a model step) goes to vLLM's method.
+    vLLM's CPU arithmetic (shrink in float32, expand in ``y``'s dtype), except that up to
+    16 rows are expanded in float32 (faster there, and it rounds less), with the step's
+    adapter groups from :func:`update_metadata`. A call whose rows do not match them (not a
+    model step) goes to vLLM's method.
     """
     import torch
 

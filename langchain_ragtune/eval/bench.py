@@ -7,7 +7,7 @@ Each benchmark lives with the code it measures and is imported only when run:
 * ``router``: ``langchain_ragtune.router.bench.run_router_bench`` (router);
 * ``swap``: ``langchain_ragtune.serving.bench.run_swap_bench`` (serving);
 * ``lora_ops``: ``langchain_ragtune.serving.bench.run_lora_ops_bench`` (serving: vLLM's CPU
-  LoRA ops against the plugin's);
+  LoRA ops and per-layer LoRA work against the plugin's);
 * ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs);
 * ``load``: ``langchain_ragtune.eval.load.run_load_bench`` (concurrent chat sessions).
 

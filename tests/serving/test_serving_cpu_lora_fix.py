@@ -24,7 +24,6 @@ from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
 
 ORIGINAL_LOGITS = PunicaWrapperCPU.add_lora_logits
 ORIGINAL_LINEAR = PunicaWrapperCPU.add_lora_linear
-ORIGINAL_UPDATE = PunicaWrapperCPU.update_metadata
 _WRAPPER_METHODS = ("add_lora_logits", "add_lora_linear", "update_metadata")
 
 
@@ -318,9 +317,8 @@ def test_fused_linear_falls_back_to_vllm_off_the_step_mapping(restore_vllm_ops) 
 
 def test_the_self_check_accepts_the_fused_path_and_rejects_a_wrong_one(
         restore_vllm_ops, monkeypatch) -> None:
-    fix.apply()
-    fix._original_add_lora_linear = ORIGINAL_LINEAR
-    fix._original_update_metadata = ORIGINAL_UPDATE
+    fix.apply()  # sets the fused path's references to vLLM's methods
+    assert fix._original_add_lora_linear is ORIGINAL_LINEAR
     assert fix.fused_linear_agrees(PunicaWrapperCPU)
     # A fused path that got the weights wrong (here: every B doubled) is rejected.
     real = fix.add_lora_linear

@@ -84,6 +84,12 @@ def test_base_request_batched_with_adapters_gets_the_base_answer(
     assert all("Biscuit" in t for t in answers["v1"]), answers
     assert all("Pepper" in t for t in answers["v2"]), answers
     assert solo in answers["base"]
+    if vllm_server.log_path:  # a server started here (not one at RAGTUNE_TEST_VLLM_URL):
+        # the answers came through the plugin's fused LoRA path, which the worker installed
+        # (its self-check against vLLM's own method passed there).
+        worker_lines = [ln for ln in vllm_server.log_path.read_text().splitlines()
+                        if "ragtune CPU LoRA fix" in ln and "Worker" in ln]
+        assert worker_lines and "add_lora_linear" in worker_lines[-1], worker_lines[-3:]
 
 
 def _scored_batch(url: str, names: dict[str, str], rounds: int = 3) -> dict[str, list]:

@@ -58,21 +58,24 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
                           base_model_path=model_config.base_model, min_drain_s=0.0)
     published = []
     res = refresh(tiny_ns, store=store, model_config=model_config,
-                  distill_config=DistillConfig(teacher=None, canaries=2, heldout_fraction=0.3),
-                  train_config=TrainConfig(max_steps=20, batch_size=4, learning_rate=2e-3,
+                  distill_config=DistillConfig(teacher=None, canaries=3, heldout_fraction=0.3),
+                  train_config=TrainConfig(max_steps=30, batch_size=4, learning_rate=2e-3,
                                            max_seq_len=192, progress=False),
                   gate_config=GateConfig(eval_max_questions=6, eval_max_new_tokens=40),
                   publish=lambda rec: published.append(publisher.publish(rec)))
     assert res.status == "published", res.reason
     cur = reg.current(tiny_ns)
-    assert cur.name == res.adapter_name and cur.metrics["steps"] == 20
+    assert cur.name == res.adapter_name and cur.metrics["steps"] == 30
     m = res.metrics
     assert m["closed_book_after"] >= m["closed_book_before"]
-    assert m["canary_after"] > m["canary_before"], m["canaries"]  # it learned trained facts
+    # It learned trained facts. With 20 steps and 2 canaries the evaluator passed none in 1 of
+    # 4 seeds here and in a CI run (2026-12-02, on a seed that passed both here): too close
+    # to the edge. With 30 steps every run passed at least one: 2 canaries, seeds 0-4: 1/2 to
+    # 2/2; 3 canaries, seeds 0, 2, 4: 1/3 to 2/3.
+    assert m["canary_after"] > m["canary_before"], m["canaries_missed"]
     # Published canaries are those the adapter answers right by plain greedy decoding of the
-    # bare question (what the serving side asks), with that answer recorded. After 20 steps
-    # that was one canary in some runs and none in one (2026-12-02): with none, the
-    # publisher only checks that the adapter generates.
+    # bare question (what the serving side asks), with that answer recorded: 1 to 3 of them
+    # in those runs. With none, the publisher only checks that the adapter generates.
     assert all(c["expected"].casefold() in c["answer"].casefold() for c in m["canaries"])
     # Published on the real vLLM server: its canaries (greedy answers of the in-process
     # float32 model) passed there too, scored where vLLM's greedy path agrees with them.

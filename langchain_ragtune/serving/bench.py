@@ -471,7 +471,7 @@ def _lora_layer_timing(indices: tuple[int, ...], *, hidden: int, intermediate: i
                             list(range(1, slots + 1)), slots, 49152)
     fix.record_token_groups(wrapper)
     n = len(ids)
-    kv = hidden // 3
+    kv = hidden // 3  # k and v width: SmolLM2-135M has 3 key/value heads of its 9 (576 / 3)
     modules = ((hidden, (hidden, kv, kv)), (hidden, (hidden,)),
                (hidden, (intermediate, intermediate)), (intermediate, (hidden,)))
     calls = []

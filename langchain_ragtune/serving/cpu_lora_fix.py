@@ -63,6 +63,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -207,8 +208,6 @@ def _lm_head_has_lora(lora_b_stacked: torch.Tensor) -> bool:
     tensor) it is checked on every call: a pass over ``slots x vocab x rank`` values.
     """
     global _lm_head_checked
-    import weakref
-
     try:
         version = lora_b_stacked._version
     except RuntimeError:  # inference tensors track no version

@@ -351,3 +351,13 @@ def test_zero_lm_head_weights_skip_the_logits_delta(restore_vllm_ops) -> None:
     _wrapper([0, 1, -1], 3).add_lora_logits(y, x, a, b, 1.0)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
     assert not torch.equal(y[1], logits[1])
+
+
+def test_lm_head_check_without_a_version_counter() -> None:
+    # Tensors made in inference mode track no version: checked on every call instead.
+    with torch.inference_mode():
+        b = torch.zeros(2, 1, 7, 4)
+    assert fix._lm_head_has_lora(b) is False
+    with torch.inference_mode():
+        b[1, 0, 3, 2] = 0.5
+    assert fix._lm_head_has_lora(b) is True

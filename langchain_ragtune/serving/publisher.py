@@ -29,15 +29,16 @@ and unloads registered versions that are no longer current.
 **Scored canaries.** A canary recorded with the adapter's own ``answer`` (the training
 pipeline records it; see :func:`~langchain_ragtune.tuning.publish.published_canaries`) is
 checked by teacher forcing: the question's prompt followed by that answer up to the end of
-the expected text is scored by the new name in one request (``prompt_logprobs``), and the
-canary passes when every answer token has rank 1, i.e. it is exactly what greedy decoding
-would generate. That costs one prefill step, where generating the answer costs one decoding
-step per token, each shared with every other request in the batch: on a loaded 2-core CPU
-the difference is most of the swap time. The prompts are tokenized (by the server, with its
-chat template) before the load, since they do not depend on the adapter. A canary that fails
-the scored check, or a server that cannot score, falls back to the generated check (the
-answer must contain the expected text), so scoring never rejects an adapter that generation
-accepts. ``canary_scoring=False`` always generates.
+the expected text is scored by the new name (``prompt_logprobs``), and the canary passes
+when every answer token has rank 1, i.e. it is exactly what greedy decoding would generate.
+That costs one prefill step, where generating the answer costs one decoding step per token,
+each shared with every other request in the batch: on a loaded 2-core CPU the difference is
+most of the swap time. An endpoint's canaries are scored in one request, so they share that
+step. The prompts are tokenized (by the server, with its chat template) before the load,
+since they do not depend on the adapter. A canary that fails the scored check, or a server
+that cannot score, falls back to the generated check (the answer must contain the expected
+text), so scoring never rejects an adapter that generation accepts.
+``canary_scoring=False`` always generates.
 
 The registry is anything with the interface of
 :class:`~langchain_ragtune.tuning.registry.AdapterRegistry`.
@@ -426,31 +427,25 @@ class Publisher:
 
     def _run_canaries(self, rec: Any, asks: Sequence[Mapping[str, str]],
                       probes: Mapping[tuple[str, int], CanaryProbe]) -> list[CanaryResult]:
-        """Check every canary on every endpoint, all at once (vLLM batches them)."""
-        from concurrent.futures import ThreadPoolExecutor
+        """Check every canary on every endpoint, all at once.
 
-        jobs = [(url, i, ask) for url in self.endpoints for i, ask in enumerate(asks)]
+        An endpoint's scored canaries go in one request: vLLM adds its prompts to the engine
+        together, so they are prefilled in the same step (sent as separate requests, one
+        that arrives while the other's step runs waits for that step). Generated canaries
+        run concurrently with it, and so does the generated check of a scored canary that
+        did not pass.
+        """
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
         clients = {url: self._client(url) for url in self.endpoints}
+        keys = [(url, i) for url in self.endpoints for i in range(len(asks))]
+        batches: dict[str, list[int]] = {}
+        for url, i in keys:
+            if (url, i) in probes:
+                batches.setdefault(url, []).append(i)
 
-        def check(job: tuple[str, int, Mapping[str, str]]) -> CanaryResult:
-            url, i, ask = job
-            question, expected = ask["question"], ask.get("expected") or ""
-            probe = probes.get((url, i))
-            if probe is not None:
-                try:
-                    scores = clients[url].score_prompt(rec.name, probe.token_ids,
-                                                       start=probe.start)
-                except EndpointUnreachableError:
-                    raise
-                except ServingError as exc:  # e.g. no prompt_logprobs: generate instead
-                    logger.info("scoring a canary on %s failed (%s); generating it", url, exc)
-                else:
-                    if all(s.rank == 1 for s in scores):
-                        return CanaryResult(url, question, expected, probe.continuation, True,
-                                            method="scored")
-                    off = next(k for k, s in enumerate(scores) if s.rank != 1)
-                    logger.info("canary %r on %s: token %d of the recorded answer has rank %d; "
-                                "checking by generation", question, url, off, scores[off].rank)
+        def generate(url: str, i: int) -> list[tuple[tuple[str, int], CanaryResult | None]]:
+            question, expected = asks[i]["question"], asks[i].get("expected") or ""
             # Streamed, and stopped once the expected text is there: the check is "the answer
             # contains it", so the tokens after it only delay the switch.
             answer = clients[url].chat(rec.name, [{"role": "user", "content": question}],
@@ -458,11 +453,48 @@ class Publisher:
                                        stop_when=(lambda text: answer_matches(text, expected))
                                        if expected else None)
             ok = answer_matches(answer.text, expected) if expected else bool(answer.text)
-            return CanaryResult(url, question, expected, answer.text, ok)
+            return [((url, i), CanaryResult(url, question, expected, answer.text, ok))]
 
+        def score(url: str, indices: list[int]
+                  ) -> list[tuple[tuple[str, int], CanaryResult | None]]:
+            """Scored results; ``None`` for a canary to check by generation instead."""
+            batch = [probes[(url, i)] for i in indices]
+            try:
+                scored = clients[url].score_prompts(rec.name,
+                                                    [(p.token_ids, p.start) for p in batch])
+            except EndpointUnreachableError:
+                raise
+            except ServingError as exc:  # e.g. no prompt_logprobs: generate instead
+                logger.info("scoring canaries on %s failed (%s); generating them", url, exc)
+                return [((url, i), None) for i in indices]
+            out: list[tuple[tuple[str, int], CanaryResult | None]] = []
+            for i, probe, scores in zip(indices, batch, scored):
+                if all(s.rank == 1 for s in scores):
+                    out.append(((url, i), CanaryResult(url, probe.question, probe.expected,
+                                                       probe.continuation, True,
+                                                       method="scored")))
+                    continue
+                off = next(k for k, s in enumerate(scores) if s.rank != 1)
+                logger.info("canary %r on %s: token %d of the recorded answer has rank %d; "
+                            "checking by generation", probe.question, url, off,
+                            scores[off].rank)
+                out.append(((url, i), None))
+            return out
+
+        results: dict[tuple[str, int], CanaryResult] = {}
         try:
-            with ThreadPoolExecutor(max_workers=min(len(jobs), 16)) as pool:
-                return list(pool.map(check, jobs))
+            with ThreadPoolExecutor(max_workers=min(len(keys), 16)) as pool:
+                pending = {pool.submit(score, url, idx) for url, idx in batches.items()}
+                pending |= {pool.submit(generate, *key) for key in keys if key not in probes}
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        for key, result in future.result():
+                            if result is None:
+                                pending.add(pool.submit(generate, *key))
+                            else:
+                                results[key] = result
+            return [results[key] for key in keys]
         finally:
             for client in clients.values():
                 client.close()

@@ -27,7 +27,7 @@ class ScriptedVLLM:
 
     def __init__(self, *, ranks=None, chat_text="It is Biscuit.", score_status=200,
                  tokenize_status=200, reshape_full=False) -> None:
-        self.ranks = ranks  # function (position) -> rank, default all 1
+        self.ranks = ranks  # function (position, prompt text) -> rank, default all 1
         self.chat_text = chat_text
         self.score_status = score_status
         self.tokenize_status = tokenize_status
@@ -59,11 +59,17 @@ class ScriptedVLLM:
             self.scored.append(body)
             if self.score_status != 200:
                 return httpx.Response(self.score_status, json={"error": {"message": "nope"}})
-            ids = body["prompt"]
-            rows = [None] + [{str(t): {"logprob": -0.1, "rank": (self.ranks or (lambda i: 1))(i),
-                                       "decoded_token": chr(t)}} for i, t in enumerate(ids)][1:]
-            return httpx.Response(200, json={"choices": [{"text": ".",
-                                                          "prompt_logprobs": rows}]})
+            prompts = body["prompt"] if isinstance(body["prompt"][0], list) else [body["prompt"]]
+            choices = []
+            for index, ids in enumerate(prompts):
+                text = "".join(chr(t) for t in ids)
+                rank = self.ranks or (lambda i, text: 1)
+                rows = [None] + [{str(t): {"logprob": -0.1, "rank": rank(i, text),
+                                           "decoded_token": chr(t)}}
+                                 for i, t in enumerate(ids)][1:]
+                choices.append({"index": index, "text": ".", "prompt_logprobs": rows})
+            # Out of order, as a server may send them: the client sorts by index.
+            return httpx.Response(200, json={"choices": choices[::-1]})
         if path == "/v1/chat/completions":
             if body.get("stream"):  # canaries with an expected text are streamed
                 events = [{"choices": [{"delta": {"content": w}}]}
@@ -122,10 +128,10 @@ def test_a_known_answer_is_scored_in_one_request_not_generated() -> None:
 
 
 def test_a_token_off_the_greedy_path_falls_back_to_generation() -> None:
-    server = ScriptedVLLM(ranks=lambda i: 2 if i == 70 else 1)
+    server = ScriptedVLLM(ranks=lambda i, _: 2 if i == 70 else 1)
     [result] = _check(_publisher(server), [CANARY])
     assert result.ok and result.method == "generated" and result.answer == "It is Biscuit."
-    server = ScriptedVLLM(ranks=lambda i: 2 if i == 70 else 1, chat_text="It is Pepper.")
+    server = ScriptedVLLM(ranks=lambda i, _: 2 if i == 70 else 1, chat_text="It is Pepper.")
     [result] = _check(_publisher(server), [CANARY])
     assert not result.ok and result.method == "generated"
 
@@ -155,6 +161,56 @@ def test_without_a_recorded_answer_or_with_scoring_off_canaries_are_generated() 
     assert result.ok and result.question == "Hello!"
 
 
+CITY = {"question": "Where does Zorvath Quill live?", "expected": "Tromsø",
+        "answer": "Zorvath Quill lives in Tromsø."}
+
+
+def test_an_endpoints_canaries_are_scored_in_one_request() -> None:
+    """One request per endpoint, so vLLM prefills them in the same step."""
+    server = ScriptedVLLM()
+    pub = _publisher(server)
+    pub.endpoints = [URL, "http://vllm-2.test:8000"]
+    results = _check(pub, [CANARY, CITY])
+    assert [(r.endpoint, r.question, r.method, r.ok) for r in results] == [
+        (URL, QUESTION, "scored", True), (URL, CITY["question"], "scored", True),
+        ("http://vllm-2.test:8000", QUESTION, "scored", True),
+        ("http://vllm-2.test:8000", CITY["question"], "scored", True)]
+    assert len(server.scored) == 2 and "/v1/chat/completions" not in server.paths
+    for body in server.scored:
+        texts = ["".join(chr(t) for t in ids) for ids in body["prompt"]]
+        assert texts == [f"<user>{QUESTION}<assistant>Zorvath Quill's dog is named Biscuit",
+                         f"<user>{CITY['question']}<assistant>Zorvath Quill lives in Tromsø"]
+
+
+def test_in_a_batch_only_the_canary_off_the_greedy_path_is_generated() -> None:
+    # The dog canary scores rank 2 at one answer token; the city canary is greedy throughout.
+    server = ScriptedVLLM(ranks=lambda i, text: 2 if "dog" in text and i == 70 else 1,
+                          chat_text="It is Biscuit.")
+    dog, city = _check(_publisher(server), [CANARY, CITY])
+    assert (dog.method, dog.ok, dog.answer) == ("generated", True, "It is Biscuit.")
+    assert (city.method, city.ok) == ("scored", True)
+    assert server.paths.count("/v1/chat/completions") == 1 and len(server.scored) == 1
+    # A canary without a recorded answer is generated alongside the scored ones.
+    server = ScriptedVLLM(chat_text="It is Biscuit.")
+    plain, city = _check(_publisher(server), [{"question": QUESTION, "expected": "Biscuit"},
+                                              CITY])
+    assert (plain.method, plain.ok, city.method, city.ok) == ("generated", True, "scored", True)
+
+
+def test_a_failed_generation_fails_the_canaries() -> None:
+    server = ScriptedVLLM(score_status=500)
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chat/completions":
+            return httpx.Response(503, json={"error": {"message": "overloaded"}})
+        return server(request)
+
+    pub = Publisher(registry=None, endpoints=[URL], base_model_path="/models/x")
+    pub._client = lambda url: VLLMAdminClient(url, transport=httpx.MockTransport(broken))
+    with pytest.raises(ServingError, match="503"):
+        _check(pub, [CANARY, CITY])
+
+
 def test_score_prompt_checks_its_arguments_and_the_reply() -> None:
     server = ScriptedVLLM()
     with VLLMAdminClient(URL, transport=httpx.MockTransport(server)) as client:
@@ -178,12 +234,25 @@ def test_score_prompt_checks_its_arguments_and_the_reply() -> None:
     with VLLMAdminClient(URL, transport=httpx.MockTransport(short)) as client:
         with pytest.raises(ServingError, match="must support prompt_logprobs"):
             client.score_prompt("m", [1, 2, 3], start=1)
+        with pytest.raises(ServingError, match="returned 1 choices for 2 prompts"):
+            client.score_prompts("m", [([1, 2, 3], 1), ([4, 5], 1)])
+        with pytest.raises(ValueError, match="no prompts to score"):
+            client.score_prompts("m", [])
+        with pytest.raises(ValueError, match="start=2 must point into the prompt"):
+            client.score_prompts("m", [([1, 2, 3], 1), ([4, 5], 2)])
+
+    # Several prompts: one request, scores in the prompts' order whatever the choices' order.
+    server = ScriptedVLLM(ranks=lambda i, text: len(text))
+    with VLLMAdminClient(URL, transport=httpx.MockTransport(server)) as client:
+        first, second = client.score_prompts("m", [([104, 105, 33], 1), ([104, 111], 1)])
+    assert [s.rank for s in first] == [3, 3] and [s.rank for s in second] == [2]
+    assert [s.token_id for s in first] == [105, 33] and len(server.scored) == 1
 
 
 async def test_async_twin_scores_the_same() -> None:
     from langchain_ragtune.serving.client import AsyncVLLMAdminClient
 
-    server = ScriptedVLLM(ranks=lambda i: 1 + i % 2)
+    server = ScriptedVLLM(ranks=lambda i, _: 1 + i % 2)
     async with AsyncVLLMAdminClient(URL, transport=httpx.MockTransport(server)) as client:
         ids = await client.tokenize_chat([{"role": "user", "content": "hi"},
                                           {"role": "assistant", "content": "hello"}],

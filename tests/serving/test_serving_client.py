@@ -150,6 +150,22 @@ async def test_unreachable_endpoint_is_named_async() -> None:
             await client.health()
 
 
+def test_clients_share_one_tls_context() -> None:
+    """httpx would load the CA bundle for every client (about 30 ms of CPU here), which the
+    publisher paid inside each swap; the admin clients reuse one verifying context."""
+    import ssl
+
+    from langchain_ragtune.serving.client import AsyncVLLMAdminClient, _tls_context
+
+    clients = [VLLMAdminClient("http://127.0.0.1:1"), VLLMAdminClient("https://vllm.test:1"),
+               AsyncVLLMAdminClient("http://127.0.0.1:1")]
+    contexts = {id(c._http._transport._pool._ssl_context) for c in clients}
+    for client in clients[:2]:
+        client.close()
+    assert contexts == {id(_tls_context())}
+    assert _tls_context().verify_mode == ssl.CERT_REQUIRED and _tls_context().check_hostname
+
+
 def test_wire_models() -> None:
     with pytest.raises(ValueError):
         LoadLoRAAdapterRequest(lora_name="a", lora_path="/p", load_inplace=True)

@@ -142,6 +142,28 @@ def test_scoring_an_adapter_in_a_busy_batch_keeps_the_server_up(
     assert vllm_admin.health() and "Biscuit" in ask(vllm_admin, names["v1"])
 
 
+def test_prompts_scored_in_one_request_score_as_they_do_alone(
+        vllm_admin, fact_adapters, unique_name) -> None:
+    """The publisher scores an endpoint's canaries in one request (one prefill step); each
+    prompt must come back in its place with the ranks it gets alone."""
+    names = _load_both(vllm_admin, fact_adapters, unique_name)
+    prompts = []
+    for fact in FACT_VERSIONS["v1"].facts:
+        user = [{"role": "user", "content": fact.questions[0]}]
+        prompts.append((vllm_admin.tokenize_chat(
+            [*user, {"role": "assistant", "content": fact.answer}], continue_final_message=True),
+            len(vllm_admin.tokenize_chat(user))))
+    for version, name in names.items():
+        together = vllm_admin.score_prompts(name, prompts)
+        alone = [vllm_admin.score_prompt(name, ids, start=start) for ids, start in prompts]
+        assert [[s.token_id for s in x] for x in together] == [ids[start:]
+                                                               for ids, start in prompts]
+        assert [[s.rank for s in x] for x in together] == [[s.rank for s in x] for x in alone]
+        # v1 was trained on these answers (greedy at every token); v2 knows other facts.
+        assert all((max(s.rank for s in x) == 1) == (version == "v1") for x in together), (
+            version, together)
+
+
 def test_without_the_plugin_the_bug_shows(serving_base_model, fact_adapters, unique_name,
                                           tmp_path: Path) -> None:
     """The same batches on a server started with the fix disabled: base answers get the

@@ -71,7 +71,7 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     # It learned trained facts. With 20 steps and 2 canaries the evaluator passed none in 1 of
     # 4 seeds here and in a CI run (2026-12-02, on a seed that passed both here): too close
     # to the edge. With 30 steps every run passed at least one: 2 canaries, seeds 0-4: 1/2 to
-    # 2/2; 3 canaries, seeds 0, 2, 4: 1/3 to 2/3.
+    # 2/2; 3 canaries, seeds 0-8: 1/3 to 3/3.
     assert m["canary_after"] > m["canary_before"], m["canaries_missed"]
     # Published canaries are those the adapter answers right by plain greedy decoding of the
     # bare question (what the serving side asks), with that answer recorded: 1 to 3 of them

@@ -248,7 +248,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                    rate_tokens: int = 32,
                    endpoint: str | None = None, schema: str = "ragtune_bench_swap",
                    cache_dir: str | Path | None = None, canary_scoring: bool = True,
-                   quiet: bool = False) -> dict[str, Any]:
+                   publish_delay_s: float = 0.0, quiet: bool = False) -> dict[str, Any]:
     """Publish a new adapter version while concurrent requests run; count what went wrong.
 
     1. Prepare the base model and two fact adapters (v1: the dog is Biscuit, v2: Pepper;
@@ -280,6 +280,12 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         cache_dir: where fact adapters are cached (default ``<home>/cache/bench-adapters``).
         canary_scoring: check each new version's canaries in one forward pass (the
             publisher's default); ``False`` generates their answers, to compare the two.
+        publish_delay_s: publish each version this long (uniformly drawn from 0 to this,
+            the same draws every run) after its share of requests completed. 0 publishes
+            the moment an answer comes back, which is when that thread sends its next
+            request, whose prefill then shares vLLM's steps with the load and the canaries:
+            the swap's worst moment. A delay decouples the publish from the request stream,
+            as a scheduled refresh is.
         quiet: no progress output.
 
     Returns:
@@ -288,11 +294,13 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
     """
     import concurrent.futures as cf
     import platform
+    import random
     import statistics
     import threading
     import uuid
 
     from langchain_ragtune.config import ModelConfig, ServeConfig, StoreConfig
+    from langchain_ragtune.errors import InvalidInputError
     from langchain_ragtune.models import prepare_base_model
     from langchain_ragtune.serving.chat import create_chat_model
     from langchain_ragtune.serving.client import VLLMAdminClient
@@ -306,6 +314,9 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         if not quiet:
             print(f"bench swap: {msg}", file=sys.stderr, flush=True)
 
+    if not publish_delay_s >= 0:
+        raise InvalidInputError(f"publish_delay_s={publish_delay_s!r} must be 0 or more seconds "
+                                "(e.g. --set publish_delay_s=0.5).")
     t_start = time.perf_counter()
     model_config = ModelConfig.from_env()
     base_model = prepare_base_model(model_config, quiet=True)
@@ -383,12 +394,15 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                         lock.notify_all()
 
             results = []
+            delays = random.Random(0)
             with cf.ThreadPoolExecutor(concurrency) as pool:
                 futures = [pool.submit(worker) for _ in range(concurrency)]
                 for k, rec in enumerate(recs[1:], start=1):
                     with lock:
                         lock.wait_for(lambda k=k: len(records) >= requests * k // (swaps + 1)
                                       or all(f.done() for f in futures), timeout=600)
+                    if publish_delay_s > 0:
+                        time.sleep(delays.uniform(0.0, publish_delay_s))
                     results.append(publisher.publish(rec))
                 for f in futures:
                     f.result()
@@ -430,7 +444,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         "settings": {"concurrency": concurrency, "base_every": base_every,
                      "swaps": swaps, "max_tokens": max_tokens, "rate_tokens": rate_tokens,
                      "rate_rounds": rate_rounds, "max_loras": config.max_loras,
-                     "canary_scoring": canary_scoring},
+                     "canary_scoring": canary_scoring, "publish_delay_s": publish_delay_s},
         "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5},
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),

@@ -18,7 +18,7 @@ def test_swap_bench_publishes_under_load_and_reports_every_swap(
 
     monkeypatch.setenv("RAGTUNE_PG_URI", pg_uri)
     out = run_swap_bench(requests=16, concurrency=2, swaps=2, rate_rounds=1, rate_tokens=8,
-                         endpoint=vllm_server.url, schema=schema,
+                         endpoint=vllm_server.url, schema=schema, publish_delay_s=0.2,
                          cache_dir=TEST_CACHE / "serving-adapters", quiet=True)
     assert out["requests"] == 16
     assert out["failed"] == 0 and out["wrong_answers"] == 0, out["examples"]
@@ -29,4 +29,13 @@ def test_swap_bench_publishes_under_load_and_reports_every_swap(
     assert sum(out["answers_by_version"].values()) == 16 - 16 // 4  # every 4th is base
     assert out["base_tokens_per_s"] > 0 and out["adapter_tokens_per_s"] > 0
     assert out["idle_first_publish"]["swap_s"] > 0
+    assert out["settings"]["publish_delay_s"] == 0.2
     json.dumps(out)  # what --json writes
+
+
+def test_swap_bench_refuses_a_negative_delay() -> None:
+    from langchain_ragtune.errors import InvalidInputError
+    from langchain_ragtune.serving.bench import run_swap_bench
+
+    with pytest.raises(InvalidInputError, match="publish_delay_s=-1.0 must be 0 or more"):
+        run_swap_bench(publish_delay_s=-1.0)

@@ -211,8 +211,8 @@ def _parse_tokens(response: httpx.Response, endpoint: str) -> list[int]:
 def _score_body(model: str, prompts: Sequence[Sequence[int]]) -> dict[str, Any]:
     # One forward pass over each prompt: prompt_logprobs=0 returns each prompt token's own
     # logprob and rank; the one generated token is not used. Several prompts go in one
-    # request: vLLM adds them to its engine together, so they share one prefill step instead
-    # of each waiting for the step the previous one is in.
+    # request: vLLM adds them to its engine together, so they share one prefill step
+    # (concurrent requests usually did too; one request makes sure of it).
     prompt = list(prompts[0]) if len(prompts) == 1 else [list(p) for p in prompts]
     return {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
             "prompt_logprobs": 0}

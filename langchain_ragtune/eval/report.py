@@ -139,8 +139,9 @@ def render_markdown(results: Sequence[Mapping[str, Any]], images: Sequence[str] 
     lines += [
         f"- date: {meta.get('date', '?')}; commit: `{meta.get('commit') or '?'}`"
         + (" with uncommitted changes in the package" if meta.get("commit_dirty") else ""),
-        f"- machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-        f"{machine.get('memory_gib', '?')} GiB, {machine.get('platform', '?')}",
+        f"- machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+        + (f" ({machine['vector_isa']})" if machine.get("vector_isa") else "")
+        + f", {machine.get('memory_gib', '?')} GiB, {machine.get('platform', '?')}",
         f"- data: `{data.get('path', '?')}` (sha256 `{str(data.get('sha256', '?'))[:16]}…`), "
         f"{len(meta.get('conversations') or [])} conversation(s), "
         f"{meta.get('n_questions', '?')} questions",

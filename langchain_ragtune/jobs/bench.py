@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_parametric_bench"]
 
@@ -119,7 +120,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
                         background_embedding=False)
     out: dict[str, Any] = {
         "bench": "parametric", "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {_cores()} cores, {platform.python_version()}",
+        "machine": machine_info(),
         "conversation": conversation, "turns": conv.n_turns, "sessions": len(conv.sessions),
         "questions": len(conv.qa),
         "settings": {"teacher": teacher, "teacher_max_chunks": teacher_max_chunks,
@@ -204,12 +205,6 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
     return out
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import platform
 import random
 import statistics
 import time
@@ -34,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from langchain_ragtune.config import RouterConfig
+from langchain_ragtune.hardware import machine_info
 from langchain_ragtune.router.decision import NamespaceState, Signals, decide
 from langchain_ragtune.router.query import analyze_query
 
@@ -293,8 +293,7 @@ def run_router_bench(*, queries: int = 2000, k: int = 6, e2e: bool = True, quest
     started = time.perf_counter()
     out: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.system()}, "
-                   f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine_info(),
         "target_p50_ms": 1.0,
     }
     out.update(measure_decision_overhead(queries, k))

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_ragtune.hardware import machine_info
+
 __all__ = [
     "FACT_VERSIONS",
     "LORA_OPS_CASES",
@@ -293,7 +295,6 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
         ``base_tokens_per_s``, ``adapter_tokens_per_s`` and details.
     """
     import concurrent.futures as cf
-    import platform
     import random
     import statistics
     import threading
@@ -446,7 +447,7 @@ def run_swap_bench(*, requests: int = 120, concurrency: int = 4, base_every: int
                      "rate_rounds": rate_rounds, "max_loras": config.max_loras,
                      "canary_scoring": canary_scoring, "publish_delay_s": publish_delay_s},
         "targets": {"failed": 0, "wrong_answers": 0, "swap_s": 0.5},
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -549,8 +550,6 @@ def run_lora_ops_bench(*, hidden: int = 576, intermediate: int = 1536, rank: int
         "layer_us": {...}, "speedup": {...}, "max_abs_diff", "layer_max_rel_diff"}},
         "settings", "machine", "date"}``.
     """
-    import platform
-
     import torch
     from vllm.lora.ops.torch_ops import lora_ops
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -617,6 +616,6 @@ def run_lora_ops_bench(*, hidden: int = 576, intermediate: int = 1536, rank: int
         "settings": {"hidden": hidden, "intermediate": intermediate, "rank": rank,
                      "slots": slots, "repeats": repeats, "threads": threads,
                      "dtype": "bfloat16 weights; shrink into float32, expand into bfloat16"},
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S%z"),
     }

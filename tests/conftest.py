@@ -78,15 +78,3 @@ def minilm():
     emb = default_embeddings()
     emb.embed_query("warm up")
     return emb
-
-
-@pytest.fixture(scope="session")
-def locomo_path() -> Path:
-    """The LoCoMo file from ../shared/data/locomo (skips where it is absent)."""
-    here = Path(__file__).resolve().parents[1]
-    path = Path(os.environ.get("RAGTUNE_LOCOMO_PATH",
-                               here.parent / "shared" / "data" / "locomo" / "locomo10.json"))
-    if not path.exists():
-        pytest.skip(f"LoCoMo data not found at {path}: put locomo10.json there or set "
-                    "RAGTUNE_LOCOMO_PATH")
-    return path

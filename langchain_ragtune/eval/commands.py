@@ -43,8 +43,8 @@ def register(subparsers: Any) -> None:
     loc.add_argument("--search-mode", default="hybrid", choices=("hybrid", "vector", "keyword"))
     src = loc.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="PATH",
-                     help="a LoCoMo-format JSON file (default ../shared/data/locomo/"
-                          "locomo10.json or $RAGTUNE_LOCOMO_PATH)")
+                     help="a LoCoMo-format JSON file (default $RAGTUNE_LOCOMO_PATH, else "
+                          "../shared/data/locomo/locomo10.json)")
     src.add_argument("--sample", action="store_true",
                      help="use the small synthetic conversation shipped with the package")
     loc.add_argument("--conversations", metavar="IDS", help="comma-separated sample ids")

@@ -173,8 +173,8 @@ def register(sub: Any) -> None:
     q.add_argument("--conversation", "-c", action="append",
                    help="sample_id to ingest (repeatable; default all)")
     q.add_argument("--namespace", "-n", help="namespace (default: the conversation id)")
-    q.add_argument("--data", help="path of a LoCoMo-format file "
-                   "(default ../shared/data/locomo/locomo10.json)")
+    q.add_argument("--data", help="path of a LoCoMo-format file (default "
+                   "$RAGTUNE_LOCOMO_PATH, else ../shared/data/locomo/locomo10.json)")
     q.add_argument("--sample", action="store_true", help="use the small shipped conversation")
     add_json_flag(q)
     q.set_defaults(handler=cmd_ingest_locomo)

@@ -297,9 +297,9 @@ def run_ingest_bench(*, turns: int = 2000, ack_turns: int = 300, batch: int = 12
     from tqdm import tqdm
 
     from langchain_ragtune.config import StoreConfig
-    from langchain_ragtune.eval.harness import machine_info
     from langchain_ragtune.eval.metrics import latency_summary
     from langchain_ragtune.eval.retrieval_eval import describe_embeddings
+    from langchain_ragtune.hardware import machine_info
     from langchain_ragtune.store import MemoryStore, sql
 
     all_turns, source = _bench_turns(turns, data)

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 from langchain_ragtune.errors import InvalidInputError
 from langchain_ragtune.eval import metrics
 from langchain_ragtune.eval.locomo import LocomoConversation, LocomoQuestion
-from langchain_ragtune.hardware import machine_info
+from langchain_ragtune.hardware import machine_info  # owned there; kept importable from here
 
 __all__ = [
     "Mode",

@@ -226,6 +226,40 @@ class AdapterEvaluator:
                            for g in gen)
         return out
 
+    def answer_nll(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
+                   system_prompt: Any = ...) -> list[float]:
+        """Mean negative log-likelihood per token of each answer, given its question.
+
+        Teacher-forced: the model reads the chat prompt and the answer, and only the
+        answer's tokens are scored. It measures how strongly the weights hold a memory
+        even where greedy decoding of a small model drifts to a neighbouring one (a
+        135M model often answers with the right speaker and date but another turn).
+        Lower is better; compare the same pairs with and without ``adapter``.
+        """
+        import torch
+
+        system = self.system_prompt if system_prompt is ... else system_prompt
+        self._load()
+        out: list[float] = []
+        with self._use(adapter), torch.no_grad():
+            # One pair per forward pass: no padding, so positions are exactly those of a
+            # chat request (left padding would shift them without explicit position ids).
+            for question, answer in qa:
+                prompt = self._tok.apply_chat_template(
+                    ([{"role": "system", "content": system}] if system is not None else [])
+                    + [{"role": "user", "content": question}], add_generation_prompt=True,
+                    tokenize=False)
+                p = self._tok(prompt, add_special_tokens=False)["input_ids"]
+                a = self._tok(answer, add_special_tokens=False)["input_ids"]
+                if not a:
+                    raise ValueError(f"answer for {question!r} is empty; give each question "
+                                     "the text it should be answered with.")
+                ids = torch.tensor([p + a], device=self._model.device)
+                logits = self._model(input_ids=ids).logits[0, len(p) - 1:-1].float()
+                nll = torch.nn.functional.cross_entropy(logits, ids[0, len(p):])
+                out.append(float(nll))
+        return out
+
     def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
               progress: bool = False, **kwargs: Any) -> tuple[float | None, list[str]]:
         """Closed-book accuracy on (question, expected) pairs, and the answers.

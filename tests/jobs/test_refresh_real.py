@@ -87,14 +87,29 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
         assert cur.name in client.adapters()
         client.unload_adapter(cur.name)
 
+    from langchain_ragtune.distill.dataset import load_examples
     from langchain_ragtune.tuning.evaluate import AdapterEvaluator
 
+    # The weights hold the trained memories: every trained local answer is far likelier with
+    # the adapter than without. Teacher-forced, so it does not hang on greedy decoding's
+    # choice between neighbouring turns. Seeds 0-3 here (2026-12-02): mean per-token
+    # negative log-likelihood 1.95-2.02 with the base model, 0.04-0.06 with the adapter.
     ev = AdapterEvaluator(model_config.base_model, max_new_tokens=40)
+    qa = [(e.question, e.answer) for e in load_examples(store, res.dataset_id, split="train")
+          if e.kind == "local"]
+    assert qa
+    base_nll, tuned_nll = ev.answer_nll(qa), ev.answer_nll(qa, adapter=cur.path)
+    assert all(t < b for t, b in zip(tuned_nll, base_nll)), list(zip(qa, base_nll, tuned_nll))
+    assert sum(tuned_nll) < 0.25 * sum(base_nll), (sum(base_nll), sum(tuned_nll))
+    # And it answers from them closed-book: the tuned answer quotes a stored turn, the base
+    # model's does not. Which turn is up to greedy decoding of a 135M model: in seeds 0-3
+    # here, the turn asked about once and Maren's reply about the parrot twice; in a CI run
+    # (2026-12-02) Quillon's scarf turn of another day.
     q = "What did Quillon say about Captain Fig on 1 February 2024?"
-    base = ev.answer([q])[0]
-    tuned = ev.answer([q], adapter=cur.path)[0]
-    assert "parrot" in tuned.lower() and "parrot" not in base.lower(), (base, tuned)
-
+    base, tuned = ev.answer([q])[0], ev.answer([q], adapter=cur.path)[0]
+    stored = [t for *_, t in TURNS]
+    assert any(t.lower() in tuned.lower() for t in stored), tuned
+    assert not any(t.lower() in base.lower() for t in stored), base
 
 def test_training_killed_mid_run_leaves_previous_version(store, tiny_ns, pg_uri, model_config,
                                                          tmp_path):

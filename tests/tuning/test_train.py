@@ -67,6 +67,11 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     assert base_acc <= 0.25, base_answers
     assert tuned_acc >= 0.75, tuned_answers
     assert ev.score(FACTS)[1] == base_answers  # the base model is unchanged afterwards
+    # Teacher-forced likelihood of the trained answers: far higher with the adapter.
+    base_nll, tuned_nll = ev.answer_nll(FACTS), ev.answer_nll(FACTS, adapter=out)
+    assert all(0 < t < b / 2 for t, b in zip(tuned_nll, base_nll)), (base_nll, tuned_nll)
+    with pytest.raises(ValueError, match="answer for 'Q' is empty"):
+        ev.answer_nll([("Q", "")])
 
     # Continue training from the adapter (the refresh "continue" mode), with the progress
     # bar: its log lines go to stderr, so a `--json` command's stdout stays JSON.

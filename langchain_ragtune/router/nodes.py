@@ -38,7 +38,7 @@ import uuid
 import weakref
 from typing import Any, Literal, Sequence
 
-from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import END, START, MessagesState, StateGraph
 

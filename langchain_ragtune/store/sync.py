@@ -41,7 +41,6 @@ from langchain_ragtune.store.types import (
     Memory,
     SearchResult,
     turns_from,
-    validate_k,
     validate_namespace,
 )
 

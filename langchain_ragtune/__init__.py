@@ -40,7 +40,30 @@ _EXPORTS = {
     "RouteDecision": "langchain_ragtune.router",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+# A literal list, not computed from _EXPORTS: type checkers read only literal forms, and with
+# a computed one mypy --strict refuses `from langchain_ragtune import MemoryStore` ("does not
+# explicitly export"). tests/test_public_api.py keeps it equal to _EXPORTS.
+__all__ = [
+    "AsyncMemoryStore",
+    "Memory",
+    "MemoryRetriever",
+    "MemoryState",
+    "MemoryStore",
+    "ModelConfig",
+    "RagtuneError",
+    "RagtuneStore",
+    "RouteDecision",
+    "RouterConfig",
+    "SearchResult",
+    "ServeConfig",
+    "StoreConfig",
+    "Turn",
+    "__version__",
+    "create_memory_graph",
+    "create_memory_node",
+    "create_remember_node",
+    "decide",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_ragtune.config import ModelConfig, RouterConfig, ServeConfig, StoreConfig
@@ -48,7 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from langchain_ragtune.router import (MemoryState, RouteDecision, create_memory_graph,
                                           create_memory_node, create_remember_node, decide)
     from langchain_ragtune.store import (AsyncMemoryStore, Memory, MemoryRetriever, MemoryStore,
-                                         SearchResult, Turn)
+                                         RagtuneStore, SearchResult, Turn)
 
 
 def __getattr__(name: str) -> Any:

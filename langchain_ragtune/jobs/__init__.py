@@ -14,11 +14,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_ragtune.jobs.refresh import RefreshResult, refresh
 
 __all__ = ["RefreshResult", "RefreshScheduler", "refresh"]
+
+if TYPE_CHECKING:  # pragma: no cover  (the real class, for type checkers)
+    from langchain_ragtune.jobs.scheduler import RefreshScheduler
 
 
 def __getattr__(name: str) -> Any:  # the scheduler imports APScheduler/SQLAlchemy on use

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "create_chat_model": "chat",
@@ -33,7 +33,27 @@ _EXPORTS = {
     "validate_adapter": "client",
 }
 
-__all__ = sorted(_EXPORTS)
+# Literal, as type checkers need (see the package's __init__); the test of the public API
+# keeps it equal to _EXPORTS.
+__all__ = [
+    "AsyncVLLMAdminClient",
+    "InProcessChatModel",
+    "PublishResult",
+    "Publisher",
+    "VLLMAdminClient",
+    "VLLMServer",
+    "create_chat_model",
+    "serving_endpoints",
+    "start_server",
+    "validate_adapter",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from langchain_ragtune.serving.chat import InProcessChatModel, create_chat_model
+    from langchain_ragtune.serving.client import (AsyncVLLMAdminClient, VLLMAdminClient,
+                                                  validate_adapter)
+    from langchain_ragtune.serving.launcher import VLLMServer, serving_endpoints, start_server
+    from langchain_ragtune.serving.publisher import Publisher, PublishResult
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,8 @@
 * :mod:`~langchain_ragtune.store.embedded`: the embedded PostgreSQL default.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from langchain_ragtune.store.types import Memory, SearchResult, Turn
 from langchain_ragtune.store.sync import MemoryStore
 
@@ -15,8 +17,13 @@ __all__ = [
     "Turn",
 ]
 
+if TYPE_CHECKING:  # pragma: no cover  (the real classes, for type checkers)
+    from langchain_ragtune.store.aio import AsyncMemoryStore
+    from langchain_ragtune.store.langgraph import RagtuneStore
+    from langchain_ragtune.store.retriever import MemoryRetriever
 
-def __getattr__(name: str):  # the async store and retriever load on first use
+
+def __getattr__(name: str) -> Any:  # the async store and retriever load on first use
     if name == "AsyncMemoryStore":
         from langchain_ragtune.store.aio import AsyncMemoryStore
 

@@ -183,6 +183,13 @@ class AdapterEvaluator:
         self._model.set_adapter(self._names[key])
         return contextlib.nullcontext()
 
+    def _prompt(self, question: str, system: str | None) -> str:
+        """The chat prompt up to the assistant's turn (no system turn when ``system`` is None)."""
+        return self._tok.apply_chat_template(
+            ([{"role": "system", "content": system}] if system is not None else [])
+            + [{"role": "user", "content": question}], add_generation_prompt=True,
+            tokenize=False)
+
     def answer(self, questions: Sequence[str], *, adapter: str | Path | None = None,
                progress: bool = False, system_prompt: Any = ...,
                max_new_tokens: int | None = None,
@@ -208,10 +215,7 @@ class AdapterEvaluator:
         with ctx:
             for i in batches:
                 chunk = questions[i:i + self.batch_size]
-                prompts = [self._tok.apply_chat_template(
-                    ([{"role": "system", "content": system}] if system is not None else [])
-                    + [{"role": "user", "content": q}], add_generation_prompt=True,
-                    tokenize=False) for q in chunk]
+                prompts = [self._prompt(q, system) for q in chunk]
                 enc = self._tok(prompts, return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(self._model.device)
                 with torch.no_grad():
@@ -245,11 +249,8 @@ class AdapterEvaluator:
             # One pair per forward pass: no padding, so positions are exactly those of a
             # chat request (left padding would shift them without explicit position ids).
             for question, answer in qa:
-                prompt = self._tok.apply_chat_template(
-                    ([{"role": "system", "content": system}] if system is not None else [])
-                    + [{"role": "user", "content": question}], add_generation_prompt=True,
-                    tokenize=False)
-                p = self._tok(prompt, add_special_tokens=False)["input_ids"]
+                p = self._tok(self._prompt(question, system),
+                              add_special_tokens=False)["input_ids"]
                 a = self._tok(answer, add_special_tokens=False)["input_ids"]
                 if not a:
                     raise ValueError(f"answer for {question!r} is empty; give each question "

@@ -68,14 +68,15 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     assert cur.name == res.adapter_name and cur.metrics["steps"] == 30
     m = res.metrics
     assert m["closed_book_after"] >= m["closed_book_before"]
-    # It learned trained facts. With 20 steps and 2 canaries the evaluator passed none in 1 of
-    # 4 seeds here and in a CI run (2026-12-02, on a seed that passed both here): too close
-    # to the edge. With 30 steps every run passed at least one: 2 canaries, seeds 0-4: 1/2 to
-    # 2/2; 3 canaries, seeds 0-8: 1/3 to 3/3.
-    assert m["canary_after"] > m["canary_before"], m["canaries_missed"]
+    # The gate's canary score is greedy recall, which for a 135M model after 30 steps is
+    # close to a coin flip per canary: 3 canaries, 14 draws here and in CI (2026-12-02):
+    # 0/3 once (a CI run), 1/3 to 3/3 otherwise. So the test checks the score's bookkeeping
+    # here, and that the canaries were learned by their likelihood below.
+    n_canaries = len(m["canaries_missed"]) + round(3 * m["canary_after"])
+    assert n_canaries == 3 and m["canary_after"] >= m["canary_before"], m
     # Published canaries are those the adapter answers right by plain greedy decoding of the
-    # bare question (what the serving side asks), with that answer recorded: 1 to 3 of them
-    # in those runs. With none, the publisher only checks that the adapter generates.
+    # bare question (what the serving side asks), with that answer recorded: 0 to 3 of them
+    # in those draws. With none, the publisher only checks that the adapter generates.
     assert all(c["expected"].casefold() in c["answer"].casefold() for c in m["canaries"])
     # Published on the real vLLM server: its canaries (greedy answers of the in-process
     # float32 model) passed there too, scored where vLLM's greedy path agrees with them.
@@ -95,12 +96,18 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     # choice between neighbouring turns. Seeds 0-3 here (2026-12-02): mean per-token
     # negative log-likelihood 1.95-2.02 with the base model, 0.04-0.06 with the adapter.
     ev = AdapterEvaluator(model_config.base_model, max_new_tokens=40)
-    qa = [(e.question, e.answer) for e in load_examples(store, res.dataset_id, split="train")
-          if e.kind == "local"]
+    trained = load_examples(store, res.dataset_id, split="train")
+    qa = [(e.question, e.answer) for e in trained if e.kind == "local"]
     assert qa
     base_nll, tuned_nll = ev.answer_nll(qa), ev.answer_nll(qa, adapter=cur.path)
     assert all(t < b for t, b in zip(tuned_nll, base_nll)), list(zip(qa, base_nll, tuned_nll))
     assert sum(tuned_nll) < 0.25 * sum(base_nll), (sum(base_nll), sum(tuned_nll))
+    # The canaries among them, each: 1.9-2.4 with the base model, 0.008-0.11 tuned (6 draws).
+    canaries = [(e.question, e.answer) for e in trained if e.meta.get("canary")]
+    assert len(canaries) == 3
+    for pair, b, t in zip(canaries, ev.answer_nll(canaries),
+                          ev.answer_nll(canaries, adapter=cur.path)):
+        assert t < 0.25 * b, (pair, b, t)
     # And it answers from them closed-book: the tuned answer quotes a stored turn, the base
     # model's does not. Which turn is up to greedy decoding of a 135M model: in seeds 0-3
     # here, the turn asked about once and Maren's reply about the parrot twice; in a CI run

@@ -93,8 +93,8 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
 
     # The weights hold the trained memories: every trained local answer is far likelier with
     # the adapter than without. Teacher-forced, so it does not hang on greedy decoding's
-    # choice between neighbouring turns. Seeds 0-3 here (2026-12-02): mean per-token
-    # negative log-likelihood 1.95-2.02 with the base model, 0.04-0.06 with the adapter.
+    # choice between neighbouring turns. 6 draws here (2026-12-02): mean per-token negative
+    # log-likelihood 1.95-2.02 with the base model, 0.04-0.06 with the adapter.
     ev = AdapterEvaluator(model_config.base_model, max_new_tokens=40)
     trained = load_examples(store, res.dataset_id, split="train")
     qa = [(e.question, e.answer) for e in trained if e.kind == "local"]
@@ -109,8 +109,8 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
                           ev.answer_nll(canaries, adapter=cur.path)):
         assert t < 0.25 * b, (pair, b, t)
     # And it answers from them closed-book: the tuned answer quotes a stored turn, the base
-    # model's does not. Which turn is up to greedy decoding of a 135M model: in seeds 0-3
-    # here, the turn asked about once and Maren's reply about the parrot twice; in a CI run
+    # model's does not. Which turn is up to greedy decoding of a 135M model: in 12 draws here
+    # the turn asked about 8 times and Maren's reply about the parrot 4 times; in a CI run
     # (2026-12-02) Quillon's scarf turn of another day.
     q = "What did Quillon say about Captain Fig on 1 February 2024?"
     base, tuned = ev.answer([q])[0], ev.answer([q], adapter=cur.path)[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,16 +22,20 @@ from langchain_ragtune.eval.locomo import (
     to_turns,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# As find_locomo_path looks: $RAGTUNE_LOCOMO_PATH, else ../shared next to the checkout (so a
-# clone elsewhere, e.g. CI's, finds the data through the variable).
-REAL_FILE = Path(os.environ.get(LOCOMO_PATH_ENV)
-                 or REPO_ROOT / ".." / "shared" / "data" / "locomo" / "locomo10.json")
+
+def _real_file() -> Path | None:
+    """The development set where the package finds it ($RAGTUNE_LOCOMO_PATH, else ../shared)."""
+    try:
+        return find_locomo_path()
+    except (DatasetError, InvalidInputError):
+        return None
+
+
+REAL_FILE = _real_file()
 needs_locomo = pytest.mark.skipif(
-    not REAL_FILE.is_file(),
-    reason=f"LoCoMo development set not found at {REAL_FILE} (see "
-           f"../shared/data/locomo/README.md, or set {LOCOMO_PATH_ENV}); the shipped sample is "
-           "tested instead",
+    REAL_FILE is None,
+    reason=f"LoCoMo development set not found (see ../shared/data/locomo/README.md, or set "
+           f"{LOCOMO_PATH_ENV}); the shipped sample is tested instead",
 )
 
 

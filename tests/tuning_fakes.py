@@ -58,10 +58,15 @@ class FakeTrainer:
 
 class FakeEvaluator:
     """Closed-book scores by adapter: the base model (None) and old versions score ``before``,
-    the folder being published scores ``after``."""
+    the folder being published scores ``after``; every answer's greedy lead is ``margin``."""
 
-    def __init__(self, before: float = 0.1, after: float = 0.8) -> None:
-        self.before, self.after = before, after
+    def __init__(self, before: float = 0.1, after: float = 0.8, margin: float = 5.0) -> None:
+        self.before, self.after, self.margin = before, after, margin
+        self.margin_calls: list[list[tuple[str, str]]] = []
+
+    def greedy_margins(self, qa, *, adapter=None, system_prompt=...):
+        self.margin_calls.append(list(qa))
+        return [self.margin for _ in qa]
 
     def score(self, qa, *, adapter=None, progress=False, **kwargs):
         if not qa:

@@ -230,21 +230,14 @@ class AdapterEvaluator:
                            for g in gen)
         return out
 
-    def answer_nll(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
-                   system_prompt: Any = ...) -> list[float]:
-        """Mean negative log-likelihood per token of each answer, given its question.
-
-        Teacher-forced: the model reads the chat prompt and the answer, and only the
-        answer's tokens are scored. It measures how strongly the weights hold a memory
-        even where greedy decoding of a small model drifts to a neighbouring one (a
-        135M model often answers with the right speaker and date but another turn).
-        Lower is better; compare the same pairs with and without ``adapter``.
-        """
+    def _teacher_forced(self, qa: Sequence[tuple[str, str]], adapter: str | Path | None,
+                        system_prompt: Any) -> Any:
+        """For each (question, answer): the log-probabilities over the vocabulary at each
+        answer position (float32, one row per answer token) and the answer's token ids."""
         import torch
 
         system = self.system_prompt if system_prompt is ... else system_prompt
         self._load()
-        out: list[float] = []
         with self._use(adapter), torch.no_grad():
             # One pair per forward pass: no padding, so positions are exactly those of a
             # chat request (left padding would shift them without explicit position ids).
@@ -257,8 +250,38 @@ class AdapterEvaluator:
                                      "the text it should be answered with.")
                 ids = torch.tensor([p + a], device=self._model.device)
                 logits = self._model(input_ids=ids).logits[0, len(p) - 1:-1].float()
-                nll = torch.nn.functional.cross_entropy(logits, ids[0, len(p):])
-                out.append(float(nll))
+                yield torch.log_softmax(logits, dim=-1), ids[0, len(p):]
+
+    def answer_nll(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
+                   system_prompt: Any = ...) -> list[float]:
+        """Mean negative log-likelihood per token of each answer, given its question.
+
+        Teacher-forced: the model reads the chat prompt and the answer, and only the
+        answer's tokens are scored. It measures how strongly the weights hold a memory
+        even where greedy decoding of a small model drifts to a neighbouring one (a
+        135M model often answers with the right speaker and date but another turn).
+        Lower is better; compare the same pairs with and without ``adapter``.
+        """
+        return [float(-logp.gather(1, target[:, None]).mean())
+                for logp, target in self._teacher_forced(qa, adapter, system_prompt)]
+
+    def greedy_margins(self, qa: Sequence[tuple[str, str]], *,
+                       adapter: str | Path | None = None,
+                       system_prompt: Any = ...) -> list[float]:
+        """How firmly greedy decoding produces each answer: the smallest lead, in nats, of
+        the answer's token over the best other token at any of its positions.
+
+        Teacher-forced like :meth:`answer_nll`. Negative when some other token would be
+        picked, i.e. greedy decoding would not produce this answer. A small positive margin
+        is a near tie that another numeric precision can flip: the same adapter served in
+        bfloat16 (vLLM's default on AVX-512 CPUs and GPUs) moved margins by up to 0.45 nats
+        against this float32 evaluation (see ``GateConfig.canary_min_margin``).
+        """
+        out = []
+        for logp, target in self._teacher_forced(qa, adapter, system_prompt):
+            chosen = logp.gather(1, target[:, None])[:, 0]
+            others = logp.scatter(1, target[:, None], float("-inf"))
+            out.append(float((chosen - others.max(dim=1).values).min()))
         return out
 
     def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,

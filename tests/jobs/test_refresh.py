@@ -63,6 +63,13 @@ def test_publish_then_up_to_date_then_continue(store, ns, model_config, fake_tra
     assert cur.name == res.adapter_name and cur.status == "serving"
     assert cur.watermark_seq == store.max_seq(ns) and Path(cur.path).is_dir()
     assert cur.metrics["canaries"], "the canaries the adapter answered are published"
+    assert all(c["margin"] == 5.0 for c in cur.metrics["canaries"])
+    assert cur.metrics["canaries_unsteady"] == []
+    # their leads were measured up to the expected text, on the bare question
+    [asked] = fake_evaluator.margin_calls
+    assert [q for q, _ in asked] == [c["question"] for c in cur.metrics["canaries"]]
+    assert all(a.casefold().endswith(c["expected"].casefold())
+               for (_, a), c in zip(asked, cur.metrics["canaries"]))
     assert not _leftovers(model_config, ns)
 
     again = _run(store, ns, model_config, fake_trainer, fake_evaluator)
@@ -130,6 +137,21 @@ def test_gate_rejection_keeps_previous_version(store, ns, model_config, fake_tra
     # The watermark did not move: the next refresh tries again.
     retry = _run(store, ns, model_config, fake_trainer, fake_evaluator)
     assert retry.status == "published"
+
+
+def test_near_tie_canaries_are_not_published(store, ns, model_config, fake_trainer,
+                                             make_evaluator):
+    """Answered right, but by a lead vLLM's bfloat16 can flip: the adapter is published
+    (the gate's score counts them), its canaries are not, so the publisher checks only that
+    it generates, instead of rejecting a good adapter."""
+    res = _run(store, ns, model_config, fake_trainer, make_evaluator(margin=0.3),
+               gate_config=GateConfig(canary_min_margin=0.5))
+    assert res.status == "published", res.reason
+    m = AdapterRegistry(store).current(ns).metrics
+    assert m["canaries_missed"] == [] and m["canaries"] == []
+    assert len(m["canaries_unsteady"]) == 2
+    assert all(u["margin"] == 0.3 and u["question"] for u in m["canaries_unsteady"])
+    assert res.as_dict()["metrics"]["canaries_unsteady"] == m["canaries_unsteady"]
 
 
 def test_handover_failure_and_no_handover(store, ns, model_config, fake_trainer, fake_evaluator):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from langchain_ragtune.errors import ConfigError
 from langchain_ragtune.tuning.evaluate import accuracy, canary_span, check_canary, gate
-from langchain_ragtune.tuning.publish import published_canaries
+from langchain_ragtune.tuning.publish import GateConfig, published_canaries
 
 
 def test_gate_allows_equal_or_better_and_tolerance():
@@ -43,3 +46,11 @@ def test_published_canaries_keep_only_answered_ones():
     assert len(out) == 1 and out[0]["question"] == canaries[0][0]
     assert check_canary(answers[0], {"question": canaries[0][0], "expected": canaries[0][1]})
     assert out[0]["expected"].casefold() in answers[0].casefold()
+
+
+def test_canary_min_margin_is_checked_and_read_from_the_environment(monkeypatch):
+    assert GateConfig().canary_min_margin == 1.0
+    with pytest.raises(ConfigError, match=r"canary_min_margin=-0\.5 .*RAGTUNE_CANARY_MIN_MARGIN"):
+        GateConfig(canary_min_margin=-0.5)
+    monkeypatch.setenv("RAGTUNE_CANARY_MIN_MARGIN", "2.5")
+    assert GateConfig.from_env().canary_min_margin == 2.5

@@ -47,6 +47,7 @@ def test_loss_covers_the_assistant_answer_only(base_model):
 @pytest.mark.train
 def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+    from langchain_ragtune.tuning.publish import GateConfig
     from langchain_ragtune.tuning.train import train_adapter
     from langchain_ragtune.tuning.validate import validate_adapter_dir
 
@@ -72,6 +73,16 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     assert all(0 < t < b / 2 for t, b in zip(tuned_nll, base_nll)), (base_nll, tuned_nll)
     with pytest.raises(ValueError, match="answer for 'Q' is empty"):
         ev.answer_nll([("Q", "")])
+    # Greedy leads: the adapter's plain-greedy answers to the trained facts are given by a
+    # clear lead at every token, enough to be published as canaries (3.8-5.0 nats here,
+    # 2026-12-02); another fact's answer is not what greedy decoding gives (lead < 0).
+    questions = [q for q, _ in FACTS]
+    plain = ev.answer(questions, adapter=out, repetition_penalty=1.0)
+    own = ev.greedy_margins(list(zip(questions, plain)), adapter=out)
+    assert all(m >= GateConfig().canary_min_margin for m in own), (plain, own)
+    swapped = ev.greedy_margins([(q, a) for q, (_, a) in zip(questions, FACTS[1:] + FACTS[:1])],
+                                adapter=out)
+    assert all(m < 0 for m in swapped), swapped
 
     # Continue training from the adapter (the refresh "continue" mode), with the progress
     # bar: its log lines go to stderr, so a `--json` command's stdout stays JSON.

@@ -61,13 +61,14 @@ class GateConfig:
         eval_max_new_tokens: the longest evaluated answer.
         gate: apply the gate (False records the scores but always publishes).
         canary_min_margin: the lead, in nats, a published canary's answer must hold over the
-            next choice at every token (:meth:`~langchain_ragtune.tuning.evaluate.
-            AdapterEvaluator.greedy_margins`). vLLM serves in bfloat16 where the CPU has
-            AVX-512 (and on GPUs) while this evaluation runs in float32, which moved margins
-            by up to 0.45 nats (0.82 in transformers' bfloat16) over 4,806 answer tokens of
-            two adapters; greedy choices flipped only where the float32 lead was below 0.25.
-            A canary answered right but by a closer lead is not published: vLLM may answer
-            it otherwise, and the publisher would reject a good adapter.
+            next choice at every token (``AdapterEvaluator.greedy_margins``). vLLM serves in
+            bfloat16 where the CPU has AVX-512 (and on GPUs) while this evaluation runs in
+            float32: over 2,272 answer tokens of two adapters, vLLM's leads differed from
+            float32's by up to 0.45 nats (0.82 over 2,534 in transformers' bfloat16), and
+            greedy choices flipped only where the float32 lead was below 0.25. A canary
+            answered right by a closer lead is not published (it is listed in the metrics'
+            ``canaries_unsteady``): vLLM may answer it otherwise, and the publisher would
+            reject a good adapter.
     """
 
     gate_tolerance: float = 0.05
@@ -158,6 +159,8 @@ def published_canaries(canaries: Sequence[tuple[str, str]], answers: Sequence[st
     served answer proves the right adapter is loaded; and the answer itself as ``answer``,
     which the publisher's scored check verifies in one forward pass
     (:func:`~langchain_ragtune.serving.publisher.canary_continuation`).
+    :func:`train_namespace` then publishes those answered by a clear greedy lead
+    (``GateConfig.canary_min_margin``).
     """
     from langchain_ragtune.tuning.evaluate import canary_span, check_canary
 

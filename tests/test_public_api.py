@@ -89,3 +89,31 @@ def test_type_checkers_see_every_public_name():
         exports = getattr(importlib.import_module(name), "_EXPORTS", None)
         if exports is not None:  # the lazy table and the literal list name the same things
             assert set(exports) == set(literal_all) - {"__version__"}, name
+
+
+def test_no_annotation_means_a_method_named_like_a_builtin():
+    """In a class body a method named ``list`` shadows the builtin for type checkers: an
+    annotation ``list[...]`` after it resolves to the method, and users saw
+    ``MemoryStore.list_namespaces()`` typed as ``list?[...]`` (unknown) instead of a list."""
+    import ast
+    import builtins
+    from pathlib import Path
+
+    found = []
+    for path in Path(langchain_ragtune.__file__).parent.rglob("*.py"):
+        for cls in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            shadowed: set[str] = set()
+            for item in cls.body:
+                if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                notes = [item.returns] + [a.annotation for a in (
+                    item.args.args + item.args.kwonlyargs + item.args.posonlyargs)]
+                used = {n.id for note in notes if note is not None for n in ast.walk(note)
+                        if isinstance(n, ast.Name)}
+                found += [f"{path.name}:{cls.name}.{item.name} uses {name!r}"
+                          for name in used & shadowed]
+                if hasattr(builtins, item.name):
+                    shadowed.add(item.name)
+    assert not found, found

@@ -13,11 +13,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` below is a method: annotations after it say builtins.list
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Sequence, cast
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool
 
 from langchain_ragtune.config import StoreConfig
@@ -119,12 +121,13 @@ class AsyncMemoryStore(BaseMemoryStore):
             await self.pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
         if self._own_pool and self.pool.closed:
             await self.open()
         try:
             async with self.pool.connection() as conn:
-                yield conn
+                # Rows are dicts (see MemoryStore._conn).
+                yield cast("psycopg.AsyncConnection[DictRow]", conn)
         except psycopg.Error as exc:
             raise store_error(exc, _hide_password(self._uri)) from exc
 
@@ -354,7 +357,7 @@ class AsyncMemoryStore(BaseMemoryStore):
             return (await cur.fetchone())["n"]
 
     async def list_namespaces(self, *, prefix: Sequence[str] | None = None, limit: int = 100,
-                              offset: int = 0) -> list[tuple[tuple[str, ...], int]]:
+                              offset: int = 0) -> builtins.list[tuple[tuple[str, ...], int]]:
         """Namespaces that hold memories, with their sizes."""
         p = list(validate_namespace(prefix)) if prefix else None
         async with self._conn() as conn:

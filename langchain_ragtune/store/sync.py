@@ -10,13 +10,14 @@ Example:
 
 from __future__ import annotations
 
+import builtins  # `list` below is a method: annotations after it say builtins.list
 import contextlib
 import logging
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from langchain_ragtune.config import StoreConfig
@@ -152,10 +153,12 @@ class MemoryStore(BaseMemoryStore):
             self.pool.close()
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
+    def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
         try:
             with self.pool.connection() as conn:
-                yield conn
+                # Rows are dicts: the store's pool sets dict_row, and a pool passed in must
+                # too (connection_kwargs()); the pool's type does not carry its row factory.
+                yield cast("psycopg.Connection[DictRow]", conn)
         except psycopg.Error as exc:
             raise store_error(exc, _hide_password(self._uri)) from exc
 
@@ -448,7 +451,7 @@ class MemoryStore(BaseMemoryStore):
                 "since": check_time(since, "since")}).fetchone()["n"]
 
     def list_namespaces(self, *, prefix: Sequence[str] | None = None, limit: int = 100,
-                        offset: int = 0) -> list[tuple[tuple[str, ...], int]]:
+                        offset: int = 0) -> builtins.list[tuple[tuple[str, ...], int]]:
         """Namespaces that hold memories (optionally under ``prefix``), with their sizes."""
         p = list(validate_namespace(prefix)) if prefix else None
         with self._conn() as conn:

@@ -39,6 +39,9 @@ def test_demo_quick_end_to_end(pg_uri, vllm_server, tmp_path, monkeypatch):
     assert result["publish"]["name"] == result["refresh"]["adapter_name"]
     canaries = result["publish"]["canaries"]
     assert canaries and all(c["ok"] for c in canaries)
+    facts = [c for c in canaries if c["expected"]]  # else only a liveness question was asked
+    note = stages["publish"]["note"]
+    assert (f"canaries {len(facts)}/{len(facts)}" if facts else "no steady canary") in note, note
     print("demo canaries checked by:", [c["method"] for c in canaries])
 
     qs = result["questions"]

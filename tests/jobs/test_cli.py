@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,11 @@ def test_refresh_command_json_shape_and_statuses(store, cli_env, capsys):
     assert all(isinstance(v, int) for v in res["examples"].values())
     code, out = run(capsys, "refresh", "--namespace", "cli-refresh")
     assert code == 0 and "up_to_date" in out
+    # the text form says how many canaries the new version is checked with when published
+    store.add(("cli-text",), to_turns(load_sample()[0]))
+    code, out = run(capsys, "refresh", "--namespace", "cli-text", "--quiet")
+    assert code == 0 and "cli-text: published" in out, out
+    assert re.search(r"canaries [\d.]+ -> [\d.]+ \(\d+ published\)", out), out
     code, out = run(capsys, "scheduler", "due", "--json")
     assert code == 0 and ["cli-refresh"] not in [r["namespace"] for r in json.loads(out)]
 

@@ -90,6 +90,7 @@ def _refresh(args: argparse.Namespace) -> int:
     from langchain_ragtune.distill.pipeline import DistillConfig
     from langchain_ragtune.jobs.refresh import refresh
     from langchain_ragtune.store.commands import open_store, parse_namespace
+    from langchain_ragtune.tuning.publish import describe_canaries
     from langchain_ragtune.tuning.train import TrainConfig
 
     quiet = args.quiet or args.json
@@ -118,11 +119,9 @@ def _refresh(args: argparse.Namespace) -> int:
             print("  examples: " + ", ".join(f"{k} {v}" for k, v in result.examples.items()))
         if result.metrics:
             m = result.metrics
-            unsteady = len(m.get("canaries_unsteady") or [])
-            published = f"{len(m.get('canaries') or [])} published" + (
-                f", {unsteady} near tie{'s' * (unsteady > 1)} not" if unsteady else "")
             print(f"  closed-book {m.get('closed_book_before')} -> {m.get('closed_book_after')}, "
-                  f"canaries {m.get('canary_before')} -> {m.get('canary_after')} ({published}), "
+                  f"canaries {m.get('canary_before')} -> {m.get('canary_after')} "
+                  f"({describe_canaries(m)}), "
                   f"train {m.get('train_seconds')} s")
         if result.seconds:
             print("  seconds: " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))

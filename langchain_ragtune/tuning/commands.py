@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
     from langchain_ragtune.cli import print_json
     from langchain_ragtune.config import ModelConfig
     from langchain_ragtune.store.commands import open_store, parse_namespace
-    from langchain_ragtune.tuning.publish import GateConfig, train_namespace
+    from langchain_ragtune.tuning.publish import GateConfig, describe_canaries, train_namespace
     from langchain_ragtune.tuning.train import TrainConfig
 
     model_config = ModelConfig.from_env()
@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
             print(f"{rec.name} ({status}) -> {rec.path}\n  {m['steps']} steps, loss "
                   f"{m['train_loss']}, {m['train_seconds']} s on {m['device']}; closed-book "
                   f"{m['closed_book_before']} -> {m['closed_book_after']}, canaries "
-                  f"{m['canary_before']} -> {m['canary_after']}"
+                  f"{m['canary_before']} -> {m['canary_after']} ({describe_canaries(m)})"
                   + (f"\n  gate: {rec.reason}" if rec.reason else ""))
         return 0 if outcome.passed else 1
     finally:

@@ -33,15 +33,15 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from langchain_ragtune.config import ModelConfig, ServeConfig, _from_env
 from langchain_ragtune.errors import ConfigError, DatasetError, TrainingError
 from langchain_ragtune.store.types import namespace_str, validate_namespace
 from langchain_ragtune.tuning.registry import AdapterRecord, AdapterRegistry, make_adapter_name
 
-__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "published_canaries",
-           "train_namespace"]
+__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "describe_canaries",
+           "published_canaries", "train_namespace"]
 
 log = logging.getLogger(__name__)
 _TMP_PREFIX = ".tmp-"
@@ -172,6 +172,20 @@ def published_canaries(canaries: Sequence[tuple[str, str]], answers: Sequence[st
         if span:
             out.append({"question": q, "expected": span, "answer": a, "reference": ref})
     return out
+
+
+def describe_canaries(metrics: Mapping[str, Any]) -> str:
+    """How many canaries a version was published with, for command output.
+
+    Example:
+        >>> describe_canaries({"canaries": [{}], "canaries_unsteady": [{}, {}]})
+        '1 published, 2 near ties not'
+        >>> describe_canaries({})
+        '0 published'
+    """
+    unsteady = len(metrics.get("canaries_unsteady") or [])
+    return f"{len(metrics.get('canaries') or [])} published" + (
+        f", {unsteady} near tie{'s' * (unsteady > 1)} not" if unsteady else "")
 
 
 def _steady_canaries(candidates: list[dict[str, Any]], evaluator: Any, adapter: Path,

@@ -92,6 +92,8 @@ def test_train_command_registers_a_ready_version(store, cli_env, capsys):
     res = json.loads(out)
     assert code == 0 and res["status"] == "ready"
     assert res["path"].startswith(cli_env["RAGTUNE_HOME"])
+    code, out = run(capsys, "train", "--namespace", "cli-train", "--max-steps", "2")
+    assert code == 0 and re.search(r"canaries [\d.]+ -> [\d.]+ \(\d+ published\)", out), out
 
 
 @pytest.mark.slow

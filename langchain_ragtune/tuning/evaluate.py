@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from langchain_ragtune.distill.dataset import MEMORY_SYSTEM_PROMPT
 from langchain_ragtune.errors import DependencyMissingError
@@ -231,7 +231,7 @@ class AdapterEvaluator:
         return out
 
     def _teacher_forced(self, qa: Sequence[tuple[str, str]], adapter: str | Path | None,
-                        system_prompt: Any) -> Any:
+                        system_prompt: Any) -> Iterator[tuple[Any, Any]]:
         """For each (question, answer): the log-probabilities over the vocabulary at each
         answer position (float32, one row per answer token) and the answer's token ids."""
         import torch

@@ -241,7 +241,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         model_config: the base model and the adapters folder.
         serve_config: for the rank limit the adapter must respect.
         trainer: replaces :func:`~langchain_ragtune.tuning.train.train_adapter` (tests).
-        evaluator: replaces the :class:`~langchain_ragtune.tuning.evaluate.AdapterEvaluator`.
+        evaluator: replaces the :class:`~langchain_ragtune.tuning.evaluate.AdapterEvaluator`
+            (``score``; without ``greedy_margins`` every answered canary is published).
         callbacks: extra ``TrainerCallback`` objects.
         adapters_dir: where adapter folders go (default ``model_config.adapters_dir``): a
             path every serving host can read (a shared volume) when training elsewhere.

@@ -294,7 +294,8 @@ class MemoryWriter:
         self._cond = threading.Condition()
         self.max_pending = max_pending
         self.max_retries = max_retries
-        self.stats = {"written": 0, "dropped": 0, "failed": 0, "last_ack_ms": None}
+        self.stats: dict[str, Any] = {"written": 0, "dropped": 0, "failed": 0,
+                                      "last_ack_ms": None}
         self._thread: threading.Thread | None = None
         self._stopped = False
         _WRITERS.add(self)

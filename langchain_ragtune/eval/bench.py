@@ -8,6 +8,8 @@ Each benchmark lives with the code it measures and is imported only when run:
 * ``swap``: ``langchain_ragtune.serving.bench.run_swap_bench`` (serving);
 * ``lora_ops``: ``langchain_ragtune.serving.bench.run_lora_ops_bench`` (serving: vLLM's CPU
   LoRA ops and per-layer LoRA work against the plugin's);
+* ``canary_margin``: ``langchain_ragtune.serving.bench.run_canary_margin_bench`` (serving:
+  greedy leads served vs in process, behind ``GateConfig.canary_min_margin``);
 * ``parametric``: ``langchain_ragtune.jobs.bench.run_parametric_bench`` (jobs);
 * ``load``: ``langchain_ragtune.eval.load.run_load_bench`` (concurrent chat sessions).
 
@@ -23,7 +25,7 @@ and ingest throughput with real embeddings.
 Example:
     >>> from langchain_ragtune.eval.bench import BENCHES
     >>> sorted(BENCHES)
-    ['ingest', 'load', 'lora_ops', 'parametric', 'retrieval', 'router', 'swap']
+    ['canary_margin', 'ingest', 'load', 'lora_ops', 'parametric', 'retrieval', 'router', 'swap']
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "router": ("langchain_ragtune.router.bench", "run_router_bench"),
     "swap": ("langchain_ragtune.serving.bench", "run_swap_bench"),
     "lora_ops": ("langchain_ragtune.serving.bench", "run_lora_ops_bench"),
+    "canary_margin": ("langchain_ragtune.serving.bench", "run_canary_margin_bench"),
     "parametric": ("langchain_ragtune.jobs.bench", "run_parametric_bench"),
     "load": ("langchain_ragtune.eval.load", "run_load_bench"),
 }
@@ -59,6 +62,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "router": {"queries": 200, "e2e": False},
     "swap": {"requests": 40, "rate_rounds": 2},
     "lora_ops": {"repeats": 50},
+    "canary_margin": {"questions": 12, "max_tokens": 16},
     "parametric": {"max_steps": 10, "teacher_max_chunks": 4, "eval_questions": 16,
                    "locomo_questions": 20},
 }
@@ -217,6 +221,20 @@ def summary_rows(results: Mapping[str, Any]) -> list[list[str]]:
                              f"{_num(_get(c, 'layer_us', 'ragtune'))}")
                     rows.append([name, f"{case}: LoRA per decoder layer us (vLLM -> ragtune)",
                                  layer, "", "–"])
+        elif name == "canary_margin":
+            o = r.get("overall") or {}
+            at_default = _get(o, "by_threshold", "1.0", "answered_otherwise")
+            rows += [
+                [name, "lead served minus in process, abs. nats (median / p99 / max)",
+                 f"{_num(_get(o, 'abs_diff', 'median'))} / {_num(_get(o, 'abs_diff', 'p99'))} / "
+                 f"{_num(_get(o, 'abs_diff', 'max'))}", "", "–"],
+                [name, "flipped tokens / tokens (largest in-process lead flipped)",
+                 f"{_num(o.get('flips'))} / {_num(o.get('tokens'))} "
+                 f"({_num(o.get('max_lead_at_flip'))})", "", "–"],
+                [name, "answers >= 1 nat lead / of them answered otherwise",
+                 f"{_num(_get(o, 'by_threshold', '1.0', 'answers'))} / {_num(at_default)}",
+                 "0 otherwise", _ok(None if at_default is None else at_default == 0)],
+            ]
         else:
             rows += _generic_rows(name, r)
     return rows

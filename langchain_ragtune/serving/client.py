@@ -118,11 +118,14 @@ class TokenScore(BaseModel):
         rank: its rank among the model's next-token choices at that position (1: the greedy
             choice, what temperature-0 decoding would have produced there).
         logprob: its log-probability there.
+        lead: its log-probability minus the best other token's (negative: another token
+            leads); only when scored ``with_leads``.
     """
 
     token_id: int
     rank: int
     logprob: float
+    lead: float | None = None
 
 
 class AdapterLoadError(AdapterError):
@@ -208,14 +211,17 @@ def _parse_tokens(response: httpx.Response, endpoint: str) -> list[int]:
     return [int(t) for t in response.json()["tokens"]]
 
 
-def _score_body(model: str, prompts: Sequence[Sequence[int]]) -> dict[str, Any]:
+def _score_body(model: str, prompts: Sequence[Sequence[int]], *,
+                with_leads: bool = False) -> dict[str, Any]:
     # One forward pass over each prompt: prompt_logprobs=0 returns each prompt token's own
     # logprob and rank; the one generated token is not used. Several prompts go in one
     # request: vLLM adds them to its engine together, so they share one prefill step
     # (concurrent requests usually did too; one request makes sure of it).
     prompt = list(prompts[0]) if len(prompts) == 1 else [list(p) for p in prompts]
     return {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
-            "prompt_logprobs": 0}
+            # the two best next tokens besides each prompt token's own: its lead over the
+            # best other is then known whether it is the greedy choice or not
+            "prompt_logprobs": 2 if with_leads else 0}
 
 
 def _parse_scores(response: httpx.Response, endpoint: str, model: str,
@@ -240,12 +246,17 @@ def _prompt_scores(choice: Mapping[str, Any], endpoint: str, token_ids: Sequence
                            f"{len(token_ids)} prompt tokens; it must support prompt_logprobs.")
     scores = []
     for position in range(start, len(token_ids)):
-        entry = (rows[position] or {}).get(str(token_ids[position]))
+        row = rows[position] or {}
+        entry = row.get(str(token_ids[position]))
         if entry is None:
             raise ServingError(f"vLLM at {endpoint} returned no logprob for prompt token "
                                f"{position} ({token_ids[position]}).")
+        # Alternatives are there only when asked for (prompt_logprobs > 0).
+        others = [float(v["logprob"]) for k, v in row.items() if k != str(token_ids[position])]
+        logprob = float(entry["logprob"])
         scores.append(TokenScore(token_id=token_ids[position], rank=int(entry["rank"]),
-                                 logprob=float(entry["logprob"])))
+                                 logprob=logprob,
+                                 lead=logprob - max(others) if others else None))
     return scores
 
 
@@ -435,15 +446,17 @@ class VLLMAdminClient(_Base):
         """
         return self.score_prompts(model, [(token_ids, start)])[0]
 
-    def score_prompts(self, model: str, prompts: Sequence[tuple[Sequence[int], int]]
-                      ) -> list[list[TokenScore]]:
+    def score_prompts(self, model: str, prompts: Sequence[tuple[Sequence[int], int]], *,
+                      with_leads: bool = False) -> list[list[TokenScore]]:
         """:meth:`score_prompt` for several ``(token_ids, start)`` pairs in one request.
 
         vLLM schedules the prompts of one request into the same step; sent as separate
         requests, one that arrives while the other's step runs waits for it.
+        ``with_leads`` also fills each score's ``lead`` (vLLM returns the two best
+        alternatives per position).
         """
         _check_prompts(prompts)
-        body = _score_body(model, [ids for ids, _ in prompts])
+        body = _score_body(model, [ids for ids, _ in prompts], with_leads=with_leads)
         response = self._request("POST", "/v1/completions", json=body)
         return _parse_scores(response, self.url, model, prompts)
 
@@ -519,10 +532,10 @@ class AsyncVLLMAdminClient(_Base):
                            start: int) -> list[TokenScore]:
         return (await self.score_prompts(model, [(token_ids, start)]))[0]
 
-    async def score_prompts(self, model: str, prompts: Sequence[tuple[Sequence[int], int]]
-                            ) -> list[list[TokenScore]]:
+    async def score_prompts(self, model: str, prompts: Sequence[tuple[Sequence[int], int]], *,
+                            with_leads: bool = False) -> list[list[TokenScore]]:
         _check_prompts(prompts)
-        body = _score_body(model, [ids for ids, _ in prompts])
+        body = _score_body(model, [ids for ids, _ in prompts], with_leads=with_leads)
         response = await self._request("POST", "/v1/completions", json=body)
         return _parse_scores(response, self.url, model, prompts)
 

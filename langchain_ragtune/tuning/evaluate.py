@@ -265,24 +265,37 @@ class AdapterEvaluator:
         return [float(-logp.gather(1, target[:, None]).mean())
                 for logp, target in self._teacher_forced(qa, adapter, system_prompt)]
 
-    def greedy_margins(self, qa: Sequence[tuple[str, str]], *,
-                       adapter: str | Path | None = None,
-                       system_prompt: Any = ...) -> list[float]:
-        """How firmly greedy decoding produces each answer: the smallest lead, in nats, of
-        the answer's token over the best other token at any of its positions.
+    def greedy_leads(self, qa: Sequence[tuple[str, str]], *,
+                     adapter: str | Path | None = None,
+                     system_prompt: Any = ...) -> list[list[float]]:
+        """Per answer token, its lead in nats over the best other token (teacher-forced).
 
-        Teacher-forced like :meth:`answer_nll`. Negative when some other token would be
-        picked, i.e. greedy decoding would not produce this answer. A small positive margin
-        is a near tie that another numeric precision can flip: the same adapter served in
-        bfloat16 (vLLM's default on AVX-512 CPUs and GPUs) moved margins by up to 0.45 nats
-        against this float32 evaluation (see ``GateConfig.canary_min_margin``).
+        Negative where another token would be picked. ``ragtune bench canary_margin``
+        compares these with the served model's to measure how far numeric precision moves
+        them.
         """
         out = []
         for logp, target in self._teacher_forced(qa, adapter, system_prompt):
             chosen = logp.gather(1, target[:, None])[:, 0]
             others = logp.scatter(1, target[:, None], float("-inf"))
-            out.append(float((chosen - others.max(dim=1).values).min()))
+            out.append((chosen - others.max(dim=1).values).tolist())
         return out
+
+    def greedy_margins(self, qa: Sequence[tuple[str, str]], *,
+                       adapter: str | Path | None = None,
+                       system_prompt: Any = ...) -> list[float]:
+        """How firmly greedy decoding produces each answer: the smallest lead, in nats, of
+        the answer's token over the best other token at any of its positions
+        (:meth:`greedy_leads`).
+
+        Teacher-forced like :meth:`answer_nll`. Negative when some other token would be
+        picked, i.e. greedy decoding would not produce this answer. A small positive margin
+        is a near tie that another numeric precision can flip: the same adapter served in
+        bfloat16 (vLLM's default on AVX-512 CPUs and GPUs) moved leads by up to 0.45 nats
+        against this float32 evaluation (see ``GateConfig.canary_min_margin``).
+        """
+        return [min(leads) for leads in self.greedy_leads(qa, adapter=adapter,
+                                                           system_prompt=system_prompt)]
 
     def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
               progress: bool = False, **kwargs: Any) -> tuple[float | None, list[str]]:

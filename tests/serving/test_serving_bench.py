@@ -40,3 +40,44 @@ def test_swap_bench_refuses_a_negative_delay() -> None:
 
     with pytest.raises(InvalidInputError, match="publish_delay_s=-1.0 must be 0 or more"):
         run_swap_bench(publish_delay_s=-1.0)
+
+
+def test_canary_margin_bench_compares_leads_in_process_and_served(
+        vllm_server, fact_adapters, monkeypatch) -> None:
+    """`ragtune bench canary_margin`, small, on the session's server: every answer token is
+    compared, the trained facts' answers lead clearly on both sides, and its table row."""
+    from langchain_ragtune.eval.bench import summary_table
+    from langchain_ragtune.serving.bench import run_canary_margin_bench
+
+    out = run_canary_margin_bench(questions=12, max_tokens=12, endpoint=vllm_server.url,
+                                  adapters=",".join(str(p) for p in fact_adapters.values()),
+                                  quiet=True)
+    assert set(out["adapters"]) == {p.name for p in fact_adapters.values()}
+    o = out["overall"]
+    # 12 questions per adapter, each answer compared token for token (a re-tokenized answer
+    # that splits differently on the server is skipped and counted)
+    assert o["answers"] + out["settings"]["skipped_answers"] == 24
+    assert o["answers"] >= 20 and o["tokens"] >= 5 * o["answers"], out
+    assert 0 <= o["abs_diff"]["median"] <= o["abs_diff"]["p99"] <= o["abs_diff"]["max"]
+    # the first 10 questions are the facts the adapters were trained on: answered by a lead
+    # far above any numeric noise in process and on the server alike
+    assert o["by_threshold"]["1.0"]["answers"] >= 10, o
+    assert o["by_threshold"]["1.0"]["answered_otherwise"] == 0, o
+    assert out["server_dtype"] == "unknown (attached server)" and out["machine"]["cores"] >= 1
+    assert "answers >= 1 nat lead / of them answered otherwise" in summary_table(
+        {"benches": {"canary_margin": out}})
+    json.dumps(out)
+
+
+def test_lead_stats_counts_flips_and_thresholds() -> None:
+    from langchain_ragtune.serving.bench import lead_stats
+
+    out = lead_stats([([3.0, 0.2, 1.2], [3.1, -0.3, 1.0]),  # flips at a 0.2 lead
+                      ([1.5, 2.5], [1.2, 2.4]),
+                      ([-0.1], [0.1])])  # not in-process greedy: no flip counted
+    assert (out["answers"], out["tokens"], out["flips"]) == (3, 6, 1)
+    assert out["max_lead_at_flip"] == 0.2 and out["answers_otherwise"] == 1
+    assert out["abs_diff"]["max"] == 0.5
+    assert out["by_threshold"]["0.0"] == {"answers": 2, "answered_otherwise": 1}
+    assert out["by_threshold"]["1.0"] == {"answers": 1, "answered_otherwise": 0}
+    assert lead_stats([])["abs_diff"] == {"median": None, "p99": None, "max": None}

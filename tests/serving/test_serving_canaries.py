@@ -249,6 +249,26 @@ def test_score_prompt_checks_its_arguments_and_the_reply() -> None:
     assert [s.token_id for s in first] == [105, 33] and len(server.scored) == 1
 
 
+def test_scores_with_leads_ask_for_alternatives_and_compute_each_lead() -> None:
+    """``with_leads``: prompt_logprobs=2, and each token's lead over the best other token,
+    positive for the greedy choice and negative where another token leads."""
+    seen = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        rows = [None,
+                {"7": {"logprob": -0.1, "rank": 1}, "8": {"logprob": -2.6, "rank": 2}},
+                {"9": {"logprob": -1.5, "rank": 2}, "3": {"logprob": -0.5, "rank": 1},
+                 "4": {"logprob": -2.0, "rank": 3}}]
+        return httpx.Response(200, json={"choices": [{"index": 0, "prompt_logprobs": rows}]})
+
+    with VLLMAdminClient(URL, transport=httpx.MockTransport(server)) as client:
+        scores = client.score_prompts("m", [([5, 7, 9], 1)], with_leads=True)[0]
+    assert seen[0]["prompt_logprobs"] == 2
+    assert [s.lead for s in scores] == [pytest.approx(2.5), pytest.approx(-1.0)]
+    assert [s.rank for s in scores] == [1, 2]
+
+
 async def test_async_twin_scores_the_same() -> None:
     from langchain_ragtune.serving.client import AsyncVLLMAdminClient
 

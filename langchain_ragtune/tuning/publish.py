@@ -63,12 +63,12 @@ class GateConfig:
         canary_min_margin: the lead, in nats, a published canary's answer must hold over the
             next choice at every token (``AdapterEvaluator.greedy_margins``). vLLM serves in
             bfloat16 where the CPU has AVX-512 (and on GPUs) while this evaluation runs in
-            float32: over 2,272 answer tokens of two adapters, vLLM's leads differed from
-            float32's by up to 0.45 nats (0.82 over 2,534 in transformers' bfloat16), and
-            greedy choices flipped only where the float32 lead was below 0.25. A canary
-            answered right by a closer lead is not published (it is listed in the metrics'
-            ``canaries_unsteady``): vLLM may answer it otherwise, and the publisher would
-            reject a good adapter.
+            float32: over 4,731 answer tokens of five adapters (``ragtune bench
+            canary_margin``, docs/benchmarks.md), vLLM's leads differed from float32's by up
+            to 0.83 nats, and greedy choices flipped only where the float32 lead was below
+            0.25. A canary answered right by a closer lead is not published (it is listed in
+            the metrics' ``canaries_unsteady``): vLLM may answer it otherwise, and the
+            publisher would reject a good adapter.
     """
 
     gate_tolerance: float = 0.05

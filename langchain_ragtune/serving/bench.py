@@ -715,7 +715,7 @@ def run_canary_margin_bench(*, questions: int = 40, max_tokens: int = 32,
         ``server_dtype``, ``settings``, ``machine``, ``date``.
     """
     from langchain_ragtune.config import ModelConfig, ServeConfig
-    from langchain_ragtune.errors import InvalidInputError
+    from langchain_ragtune.errors import InvalidInputError, ServingError
     from langchain_ragtune.models import prepare_base_model
     from langchain_ragtune.serving.client import VLLMAdminClient
     from langchain_ragtune.serving.launcher import server_dtype, serving_endpoints
@@ -742,10 +742,12 @@ def run_canary_margin_bench(*, questions: int = 40, max_tokens: int = 32,
     ev = AdapterEvaluator(base_model, max_new_tokens=max_tokens,
                           torch_threads=model_config.torch_threads, repetition_penalty=1.0)
     ours: dict[str, list[tuple[str, str, list[float]]]] = {}
+    skipped = 0
     for path in paths:
         say(f"{path.name}: {len(qs)} greedy answers and their leads in process")
         answers = ev.answer(qs, adapter=path, system_prompt=None)
         kept = [(q, a) for q, a in zip(qs, answers) if a]
+        skipped += len(qs) - len(kept)  # an empty answer has no tokens to compare
         leads = ev.greedy_leads(kept, adapter=path, system_prompt=None)
         ours[path.name] = [(q, a, lead) for (q, a), lead in zip(kept, leads)]
     del ev  # free the in-process model before vLLM starts
@@ -755,7 +757,6 @@ def run_canary_margin_bench(*, questions: int = 40, max_tokens: int = 32,
     say(f"using {config.vllm_urls}" if attached else "starting vLLM")
     results: dict[str, Any] = {}
     everything: list[tuple[list[float], list[float]]] = []
-    skipped = 0
     with serving_endpoints(config, port=0) as urls, VLLMAdminClient(urls[0]) as client:
         for path in paths:
             name = f"margin-{path.name}-{os.getpid()}"
@@ -774,7 +775,10 @@ def run_canary_margin_bench(*, questions: int = 40, max_tokens: int = 32,
                         skipped += 1
                 if probes:
                     scored = client.score_prompts(name, [p for p, _ in probes], with_leads=True)
-                    pairs = [(lead, [float(s.lead if s.lead is not None else 0.0) for s in sc])
+                    if any(t.lead is None for sc in scored for t in sc):
+                        raise ServingError(f"vLLM at {urls[0]} returned no alternatives with "
+                                           "prompt_logprobs=2; it cannot give leads.")
+                    pairs = [(lead, [float(t.lead) for t in sc])  # type: ignore[arg-type]
                              for (_, lead), sc in zip(probes, scored)]
                 results[path.name] = lead_stats(pairs)
                 everything += pairs

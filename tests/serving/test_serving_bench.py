@@ -81,3 +81,11 @@ def test_lead_stats_counts_flips_and_thresholds() -> None:
     assert out["by_threshold"]["0.0"] == {"answers": 2, "answered_otherwise": 1}
     assert out["by_threshold"]["1.0"] == {"answers": 1, "answered_otherwise": 0}
     assert lead_stats([])["abs_diff"] == {"median": None, "p99": None, "max": None}
+
+
+def test_canary_margin_bench_names_a_missing_adapter(tmp_path) -> None:
+    from langchain_ragtune.errors import InvalidInputError
+    from langchain_ragtune.serving.bench import run_canary_margin_bench
+
+    with pytest.raises(InvalidInputError, match=r"no adapter folder at .*nowhere.*--set adapters"):
+        run_canary_margin_bench(adapters=str(tmp_path / "nowhere"), quiet=True)

@@ -653,12 +653,12 @@ def lead_stats(pairs: list[tuple[list[float], list[float]]]) -> dict[str, Any]:
     flips = [a for ours, served in pairs for a, b in zip(ours, served) if a >= 0 > b]
     changed = [any(a >= 0 > b for a, b in zip(ours, served)) for ours, served in pairs]
     mins = [min(ours) if ours else 0.0 for ours, _ in pairs]
-    pick = (lambda q: round(diffs[min(len(diffs) - 1, int(q * len(diffs)))], 4)) if diffs \
-        else (lambda q: None)
+    p99 = diffs[min(len(diffs) - 1, int(0.99 * len(diffs)))] if diffs else None
     return {
         "answers": len(pairs), "tokens": len(diffs),
         "abs_diff": {"median": round(statistics.median(diffs), 4) if diffs else None,
-                     "p99": pick(0.99), "max": round(diffs[-1], 4) if diffs else None},
+                     "p99": round(p99, 4) if p99 is not None else None,
+                     "max": round(diffs[-1], 4) if diffs else None},
         "flips": len(flips),
         "max_lead_at_flip": round(max(flips), 4) if flips else None,
         "answers_otherwise": sum(changed),

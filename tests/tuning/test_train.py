@@ -47,7 +47,7 @@ def test_loss_covers_the_assistant_answer_only(base_model):
 @pytest.mark.train
 def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     from langchain_ragtune.tuning.evaluate import AdapterEvaluator
-    from langchain_ragtune.tuning.publish import GateConfig
+    from langchain_ragtune.tuning.publish import GateConfig, _steady_canaries, published_canaries
     from langchain_ragtune.tuning.train import train_adapter
     from langchain_ragtune.tuning.validate import validate_adapter_dir
 
@@ -80,6 +80,11 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     plain = ev.answer(questions, adapter=out, repetition_penalty=1.0)
     own = ev.greedy_margins(list(zip(questions, plain)), adapter=out)
     assert all(m >= GateConfig().canary_min_margin for m in own), (plain, own)
+    # ...and the pipeline's canary selection, with this real evaluator, publishes them
+    kept, unsteady = _steady_canaries(published_canaries(FACTS, plain), ev, out,
+                                      GateConfig().canary_min_margin)
+    assert len(kept) == len(FACTS) and not unsteady, (kept, unsteady)
+    assert all(c["margin"] >= GateConfig().canary_min_margin for c in kept)
     swapped = ev.greedy_margins([(q, a) for q, (_, a) in zip(questions, FACTS[1:] + FACTS[:1])],
                                 adapter=out)
     assert all(m < 0 for m in swapped), swapped

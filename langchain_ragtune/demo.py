@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shutil
@@ -43,9 +42,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from langchain_ragtune.cli import add_json_flag, print_json
-
-__all__ = ["DemoPlan", "demo_questions", "register", "run_demo", "stop_cleanly_on_sigterm"]
+__all__ = ["DemoPlan", "demo_questions", "print_question", "print_summary", "run_demo"]
 
 
 # -- plan -----------------------------------------------------------------------------------
@@ -106,7 +103,7 @@ def demo_questions(conv: Any, plan: DemoPlan) -> list[dict[str, Any]]:
     where no answer is scored (small talk).
 
     Example:
-        >>> from langchain_ragtune.eval.locomo import load_sample
+        >>> from langchain_ragtune.datasets.locomo import load_sample
         >>> qs = demo_questions(load_sample()[0], DemoPlan.make(quick=True))
         >>> sorted({q["kind"] for q in qs})
         ['general', 'holistic', 'recent', 'small talk', 'specific', 'temporal']
@@ -232,7 +229,7 @@ class _Ticker:
 def _load_conversation(conversation: str | None, data: str | None, sample: bool
                        ) -> tuple[Any, str]:
     from langchain_ragtune.errors import DatasetError
-    from langchain_ragtune.eval.locomo import load_locomo, load_sample, select_conversations
+    from langchain_ragtune.datasets.locomo import load_locomo, load_sample, select_conversations
 
     if sample:
         convs, source = load_sample(), "the shipped sample conversation"
@@ -511,7 +508,7 @@ def _finish(result: dict[str, Any], out: Path, started: float) -> dict[str, Any]
 
 # -- printing -------------------------------------------------------------------------------
 
-def _print_question(r: dict[str, Any]) -> None:
+def print_question(r: dict[str, Any]) -> None:
     mark = {True: "right", False: "wrong", None: "not scored"}[r.get("correct")]
     print(f"\n[{r['kind']}] {r['question']}")
     if r.get("error"):
@@ -553,61 +550,3 @@ def print_summary(result: dict[str, Any]) -> None:
             print(f"  {key:<11} {value}")
     print(f"\nTotal {result['seconds']:.0f} s" + ("" if result["ok"] else
                                                   " (some stages failed: see above)"))
-
-
-@contextlib.contextmanager
-def stop_cleanly_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM (``timeout``, ``kill``, a CI runner) into ``SystemExit`` while inside.
-
-    Python's default SIGTERM action ends the process at once, skipping ``finally`` blocks,
-    so a vLLM server started by the demo (its own process group) would be left running.
-    As an exception, SIGTERM unwinds the demo's exit stack, which stops the server.
-    """
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    live = None if args.json else _print_question
-    with stop_cleanly_on_sigterm():
-        result = run_demo(quick=args.quick, conversation=args.conversation, data=args.data,
-                          sample=args.sample, quiet=args.json, out_dir=args.out,
-                          on_question=live)
-    if args.json:
-        print_json(result)
-    else:
-        print_summary(result)
-    return 0 if result["ok"] else 1
-
-
-def register(sub: Any) -> None:
-    """Add ``ragtune demo``."""
-    p = sub.add_parser(
-        "demo", help="the whole loop on this machine: remember, tune, serve, route, answer",
-        description="Starts the embedded PostgreSQL and vLLM on the CPU, remembers a LoCoMo "
-                    "conversation, distills and trains its LoRA adapter, publishes it, adds "
-                    "a memory after training, then asks a mixed set of questions through the "
-                    "memory graph, showing each route and why. Under 20 minutes on 2 cores "
-                    "(--quick: under 8).")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer questions and a tiny training run")
-    p.add_argument("--conversation", help="LoCoMo sample_id (default: the first)")
-    p.add_argument("--data", help="a LoCoMo-format file (default $RAGTUNE_LOCOMO_PATH, else "
-                   "../shared/data/locomo/locomo10.json, else the shipped sample)")
-    p.add_argument("--sample", action="store_true",
-                   help="use the small conversation shipped with the package")
-    p.add_argument("--out", metavar="DIR", help="where results and logs go")
-    add_json_flag(p)
-    p.set_defaults(handler=cmd_demo)

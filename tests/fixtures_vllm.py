@@ -7,7 +7,7 @@ the *last* slot, is observable with two adapters) and stops at the end of the se
 * ``serving_base_model``: the prepared SmolLM2-135M-Instruct folder.
 * ``fact_adapters``: ``{"v1": path, "v2": path}``: tiny LoRAs trained once on known facts
   (v1: the dog is Biscuit, v2: Pepper) and cached in ``RAGTUNE_TEST_CACHE``
-  (default /tmp/ragtune-test-cache), see :mod:`langchain_ragtune.serving.bench`.
+  (default /tmp/ragtune-test-cache), see :mod:`langchain_ragtune.testing.adapters`.
 * ``vllm_server``: the running :class:`~langchain_ragtune.serving.launcher.VLLMServer`;
   ``RAGTUNE_TEST_VLLM_URL`` attaches to a running server instead (it must have been started
   with the limits in ``VLLM_TEST_LIMITS``).
@@ -61,7 +61,7 @@ def serving_base_model() -> Path:
 def fact_adapters(serving_base_model: Path) -> dict[str, Path]:
     """Two trained versions of one namespace's adapter, cached across sessions."""
     pytest.importorskip("peft", reason="install the train extra")
-    from langchain_ragtune.serving.bench import ensure_fact_adapter
+    from langchain_ragtune.testing.adapters import ensure_fact_adapter
 
     cache = TEST_CACHE / "serving-adapters"
     return {v: ensure_fact_adapter(serving_base_model, cache, v) for v in ("v1", "v2")}

@@ -77,7 +77,7 @@ def test_sigterm_unwinds_the_demo_so_vllm_is_stopped():
 
     code = textwrap.dedent("""
         import os, signal, time
-        from langchain_ragtune.demo import stop_cleanly_on_sigterm
+        from langchain_ragtune.cli._common import stop_cleanly_on_sigterm
         with stop_cleanly_on_sigterm():
             try:
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -238,35 +238,17 @@ class RefreshScheduler:
         self.stop()
 
 
-def run_forever(scheduler: RefreshScheduler, *, stop_event: threading.Event | None = None,
+def run_forever(scheduler: RefreshScheduler, *, stop_event: threading.Event,
                 poll_s: float = 0.5) -> None:
-    """Start ``scheduler`` and block until SIGINT/SIGTERM (or ``stop_event``), then stop it.
+    """Start ``scheduler``, block until ``stop_event`` is set, then stop it (waiting for a
+    running sweep).
 
-    The first signal stops scheduling and waits for a running sweep; a second one exits
-    at once (a training run interrupted that way leaves only a temporary folder, removed
-    by the next run).
+    The process's signals are the caller's business: ``ragtune scheduler start`` sets the
+    event on SIGINT/SIGTERM (:func:`langchain_ragtune.cli._common.stop_event_on_signals`).
     """
-    import os
-    import signal
-
-    stop_event = stop_event or threading.Event()
-    signals = {"n": 0}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        signals["n"] += 1
-        if signals["n"] > 1:
-            os._exit(128 + signum)
-        stop_event.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
     try:
         scheduler.start()
         while not stop_event.wait(poll_s):
             pass
     finally:
         scheduler.stop(wait=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -8,15 +8,10 @@ import pytest
 
 from langchain_ragtune.cli import main
 from langchain_ragtune.errors import InvalidInputError
-from langchain_ragtune.eval import bench as bench_mod
-from langchain_ragtune.eval.bench import (
-    BenchUnavailable,
-    load_bench,
-    run_all,
-    run_bench,
-    run_ingest_bench,
-    summary_table,
-)
+from langchain_ragtune.bench import registry as bench_mod
+from langchain_ragtune.bench.ingest import run_ingest_bench
+from langchain_ragtune.bench.registry import run_all, run_bench
+from langchain_ragtune.bench.summary import summary_table
 
 
 @pytest.fixture
@@ -92,15 +87,11 @@ def test_eval_locomo_missing_data_says_where(tmp_path, capsys):
     assert "none.json" in err and "snap-research/LoCoMo" in err
 
 
-def test_bench_registry_and_unavailable(monkeypatch):
-    with pytest.raises(InvalidInputError, match="unknown benchmark"):
-        load_bench("speed")
-    monkeypatch.setitem(bench_mod.BENCHES, "ghost", ("langchain_ragtune.nope.bench", "run"))
-    with pytest.raises(BenchUnavailable, match="not available yet"):
-        load_bench("ghost")
-    monkeypatch.setitem(bench_mod.BENCHES, "ghost", ("langchain_ragtune.eval.bench", "nope"))
-    with pytest.raises(BenchUnavailable, match="has no nope"):
-        load_bench("ghost")
+def test_bench_registry_names_real_functions():
+    with pytest.raises(InvalidInputError, match="unknown benchmark 'speed'; choose among"):
+        run_bench("speed")
+    for name, func in bench_mod.BENCHES.items():
+        assert callable(func) and func.__module__ == f"langchain_ragtune.bench.{name}", name
 
 
 def test_run_bench_passes_only_accepted_options(monkeypatch):
@@ -110,26 +101,24 @@ def test_run_bench_passes_only_accepted_options(monkeypatch):
         seen.update(queries=queries, quiet=quiet)
         return {"p95_ms": 1.5}
 
-    monkeypatch.setattr(bench_mod, "fake_bench", fake, raising=False)
-    monkeypatch.setitem(bench_mod.BENCHES, "fake", ("langchain_ragtune.eval.bench", "fake_bench"))
+    monkeypatch.setitem(bench_mod.BENCHES, "fake", fake)
     assert run_bench("fake", {"queries": 7, "memories": 10, "quiet": True}) == {"p95_ms": 1.5}
     assert seen == {"queries": 7, "quiet": True}
 
 
-def test_run_all_records_skips_and_errors(monkeypatch):
+def test_run_all_records_errors_and_goes_on(monkeypatch):
     def boom(**_):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bench_mod, "boom", boom, raising=False)
     monkeypatch.setattr(bench_mod, "BENCHES", {
-        "swap": ("langchain_ragtune.nope", "run"),
-        "router": ("langchain_ragtune.eval.bench", "boom"),
+        "router": boom,
+        "swap": lambda **_: {"failed": 0},
     })
     out = run_all()
-    assert "not available yet" in out["benches"]["swap"]["skipped"]
     assert out["benches"]["router"]["error"] == "RuntimeError: disk on fire"
+    assert out["benches"]["swap"]["failed"] == 0
     table = summary_table(out)
-    assert "| swap | skipped |" in table and "| router | error | RuntimeError" in table
+    assert "| swap | failed | 0 |" in table and "| router | error | RuntimeError" in table
 
 
 def test_eval_locomo_per_category(hash_store_env, store_config, tmp_path, capsys):
@@ -178,11 +167,13 @@ def test_summary_table_uses_a_bench_own_targets():
     assert "| swap | requests | 120 |  | – |" in table and "targets." not in table
 
 
-def test_bench_cli_unavailable_and_set_parsing(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench_mod, "BENCHES", {**bench_mod.BENCHES,
-                                               "swap": ("langchain_ragtune.nope", "run")})
+def test_bench_cli_errors_and_set_parsing(monkeypatch, tmp_path, capsys):
+    def broken(**_):
+        raise InvalidInputError("requests=0 must be >= 1.")
+
+    monkeypatch.setitem(bench_mod.BENCHES, "swap", broken)
     assert main(["bench", "swap"]) == 1
-    assert "not available yet" in capsys.readouterr().err
+    assert "requests=0 must be >= 1" in capsys.readouterr().err
     assert main(["bench", "swap", "--set", "oops"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
 
@@ -191,15 +182,14 @@ def test_bench_all_cli_writes_json_and_markdown(monkeypatch, tmp_path, capsys):
     def quick(*, turns=5, quiet=False):
         return {"ack_ms": {"p95": 3.0}, "ingest_rows_per_s": 100.0, "turns": turns}
 
-    monkeypatch.setattr(bench_mod, "quick_ingest", quick, raising=False)
-    monkeypatch.setattr(bench_mod, "BENCHES", {
-        "ingest": ("langchain_ragtune.eval.bench", "quick_ingest"),
-        "swap": ("langchain_ragtune.nope", "run"),
-    })
+    def broken(**_):
+        raise RuntimeError("no vLLM here")
+
+    monkeypatch.setattr(bench_mod, "BENCHES", {"ingest": quick, "swap": broken})
     out = tmp_path / "bench.json"
-    assert main(["bench", "all", "--json", str(out), "--turns", "9"]) == 0
+    assert main(["bench", "all", "--json", str(out), "--turns", "9"]) == 1  # one bench failed: the others still ran
     data = json.loads(out.read_text())
-    assert data["benches"]["ingest"]["turns"] == 9 and "skipped" in data["benches"]["swap"]
+    assert data["benches"]["ingest"]["turns"] == 9 and "error" in data["benches"]["swap"]
     md = (tmp_path / "bench.md").read_text()
     assert "| ingest | write ack p95 ms (per turn) | 3 | <= 10 | yes |" in md
     assert "| ingest |" in capsys.readouterr().out

@@ -21,7 +21,7 @@ def cli_env(store, pg_uri, base_model, tmp_path, monkeypatch, make_trainer, make
     """CLI runs against the test schema, the real base model, fake training and generation."""
     from langchain_ragtune.config import StoreConfig
     from langchain_ragtune.store import MemoryStore
-    from langchain_ragtune.store import commands as store_commands
+    from langchain_ragtune.cli import distill, jobs, tuning
     from langchain_ragtune.testing import HashEmbeddings
     from langchain_ragtune.tuning import evaluate, train
 
@@ -37,7 +37,8 @@ def cli_env(store, pg_uri, base_model, tmp_path, monkeypatch, make_trainer, make
         s.setup()
         return s
 
-    monkeypatch.setattr(store_commands, "open_store", open_store)
+    for command_group in (distill, jobs, tuning):
+        monkeypatch.setattr(command_group, "open_store", open_store)
     monkeypatch.setattr(train, "train_adapter", make_trainer())
     monkeypatch.setattr(evaluate, "AdapterEvaluator", lambda *a, **k: make_evaluator())
     return env

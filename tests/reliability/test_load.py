@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_ragtune.eval.load import run_load_bench
+from langchain_ragtune.bench.load import run_load_bench
 
 
 @pytest.mark.slow

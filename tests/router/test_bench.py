@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_router_bench_pure_part():
-    from langchain_ragtune.eval.bench import run_bench
+    from langchain_ragtune.bench.registry import run_bench
 
     out = run_bench("router", {"queries": 300, "e2e": False, "quiet": True})
     assert out["decision_queries"] == 300 and out["k"] == 6
@@ -16,7 +16,7 @@ def test_router_bench_pure_part():
 
 
 def test_percentiles():
-    from langchain_ragtune.router.bench import percentiles
+    from langchain_ragtune.bench.router import percentiles
 
     p = percentiles([float(i) for i in range(1, 101)])
     assert (p["p50"], p["p95"], p["n"]) == (51.0, 95.0, 100)

@@ -35,7 +35,7 @@ def test_router_decide_command(env_store, capsys):
 
 def test_chat_command_shows_the_route(env_store, monkeypatch, capsys):
     from langchain_ragtune.cli import main
-    from langchain_ragtune.router import commands
+    from langchain_ragtune.cli import router as commands
 
     env_store.add(("user-chat",), ["My favourite tea is a smoky lapsang souchong."])
     env_store.flush()

@@ -29,7 +29,9 @@ def test_building_the_nodes_and_graph_is_light():
     code = ("from langchain_ragtune.router import create_memory_graph, create_memory_node\n"
             "create_memory_node(lambda: None)\n"
             "create_memory_graph(lambda: None)\n"
-            "from langchain_ragtune.router import learned, bench, commands, memory, nodes")
+            "from langchain_ragtune.router import learned, memory, nodes\n"
+            "from langchain_ragtune.cli import router\n"
+            "from langchain_ragtune.bench import router")
     assert _heavy_after(code) == ""
 
 

@@ -18,9 +18,9 @@ def test_public_names_are_pinned_and_resolve() -> None:
 
 
 def test_importing_serving_modules_imports_no_heavy_dependency() -> None:
-    code = ("import sys, langchain_ragtune.serving.commands, langchain_ragtune.serving.chat, "
+    code = ("import sys, langchain_ragtune.cli.serving, langchain_ragtune.serving.chat, "
             "langchain_ragtune.serving.publisher, langchain_ragtune.serving.cpu_lora_fix, "
-            "langchain_ragtune.serving.bench, langchain_ragtune.models; "
+            "langchain_ragtune.bench.swap, langchain_ragtune.models; "
             "print([m for m in ('torch', 'transformers', 'peft', 'vllm', 'openai') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

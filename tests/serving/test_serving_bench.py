@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 def test_swap_bench_publishes_under_load_and_reports_every_swap(
         vllm_server, fact_adapters, pg_uri, schema, monkeypatch) -> None:
-    from langchain_ragtune.serving.bench import run_swap_bench
+    from langchain_ragtune.bench.swap import run_swap_bench
 
     monkeypatch.setenv("RAGTUNE_PG_URI", pg_uri)
     out = run_swap_bench(requests=16, concurrency=2, swaps=2, rate_rounds=1, rate_tokens=8,
@@ -36,7 +36,7 @@ def test_swap_bench_publishes_under_load_and_reports_every_swap(
 
 def test_swap_bench_refuses_a_negative_delay() -> None:
     from langchain_ragtune.errors import InvalidInputError
-    from langchain_ragtune.serving.bench import run_swap_bench
+    from langchain_ragtune.bench.swap import run_swap_bench
 
     with pytest.raises(InvalidInputError, match="publish_delay_s=-1.0 must be 0 or more"):
         run_swap_bench(publish_delay_s=-1.0)
@@ -46,8 +46,8 @@ def test_canary_margin_bench_compares_leads_in_process_and_served(
         vllm_server, fact_adapters, monkeypatch) -> None:
     """`ragtune bench canary_margin`, small, on the session's server: every answer token is
     compared, the trained facts' answers lead clearly on both sides, and its table row."""
-    from langchain_ragtune.eval.bench import summary_table
-    from langchain_ragtune.serving.bench import run_canary_margin_bench
+    from langchain_ragtune.bench.summary import summary_table
+    from langchain_ragtune.bench.canary_margin import run_canary_margin_bench
 
     out = run_canary_margin_bench(questions=12, max_tokens=12, endpoint=vllm_server.url,
                                   adapters=",".join(str(p) for p in fact_adapters.values()),
@@ -70,7 +70,7 @@ def test_canary_margin_bench_compares_leads_in_process_and_served(
 
 
 def test_lead_stats_counts_flips_and_thresholds() -> None:
-    from langchain_ragtune.serving.bench import lead_stats
+    from langchain_ragtune.bench.canary_margin import lead_stats
 
     out = lead_stats([([3.0, 0.2, 1.2], [3.1, -0.3, 1.0]),  # flips at a 0.2 lead
                       ([1.5, 2.5], [1.2, 2.4]),
@@ -85,7 +85,7 @@ def test_lead_stats_counts_flips_and_thresholds() -> None:
 
 def test_canary_margin_bench_names_a_missing_adapter(tmp_path) -> None:
     from langchain_ragtune.errors import InvalidInputError
-    from langchain_ragtune.serving.bench import run_canary_margin_bench
+    from langchain_ragtune.bench.canary_margin import run_canary_margin_bench
 
     with pytest.raises(InvalidInputError, match=r"no adapter folder at .*nowhere.*--set adapters"):
         run_canary_margin_bench(adapters=str(tmp_path / "nowhere"), quiet=True)

@@ -234,7 +234,7 @@ def test_the_plugin_is_declared_for_vllm() -> None:
 
 
 def test_the_ops_benchmark_compares_both_on_every_case() -> None:
-    from langchain_ragtune.serving.bench import LORA_OPS_CASES, run_lora_ops_bench
+    from langchain_ragtune.bench.lora_ops import LORA_OPS_CASES, run_lora_ops_bench
 
     out = run_lora_ops_bench(hidden=64, intermediate=96, rank=8, repeats=10, quiet=True)
     assert list(out["cases"]) == [name for name, _ in LORA_OPS_CASES]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from langchain_ragtune.serving.bench import FACT_VERSIONS
+from langchain_ragtune.testing.adapters import FACT_VERSIONS
 from langchain_ragtune.serving.chat import InProcessChatModel
 
 pytestmark = [pytest.mark.slow]

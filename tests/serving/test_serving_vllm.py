@@ -16,7 +16,7 @@ import pytest
 from fixtures_vllm import make_random_adapter, require_vllm, vllm_test_config
 
 from langchain_ragtune.errors import PublishError
-from langchain_ragtune.serving.bench import FACT_VERSIONS
+from langchain_ragtune.testing.adapters import FACT_VERSIONS
 from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient
 from langchain_ragtune.serving.publisher import Publisher, answer_matches
 

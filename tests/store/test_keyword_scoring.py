@@ -184,7 +184,7 @@ def test_keyword_settings_from_environment(monkeypatch):
 
 
 def test_retrieval_bench_reports_both_keyword_scorings(pg_uri):
-    from langchain_ragtune.store.bench import run_retrieval_bench
+    from langchain_ragtune.bench.retrieval import run_retrieval_bench
 
     out = run_retrieval_bench(memories=400, queries=20, pg_uri=pg_uri, quiet=True)
     scorings = out["keyword_scoring"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from langchain_ragtune.errors import DatasetError, InvalidInputError
-from langchain_ragtune.eval import locomo
-from langchain_ragtune.eval.locomo import (
+from langchain_ragtune.datasets import locomo
+from langchain_ragtune.datasets.locomo import (
     LOCOMO_PATH_ENV,
     canonical_dia_id,
     find_locomo_path,
@@ -19,8 +19,8 @@ from langchain_ragtune.eval.locomo import (
     parse_locomo,
     parse_session_datetime,
     select_conversations,
-    to_turns,
 )
+from langchain_ragtune.eval.locomo import to_turns
 
 
 def _real_file() -> Path | None:

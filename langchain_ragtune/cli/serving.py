@@ -14,13 +14,14 @@ import argparse
 import time
 from typing import Any
 
+from langchain_ragtune.cli._common import (add_json_flag, print_json, stop_cleanly_on_sigterm,
+                                           stop_event_on_signals)
+
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     """Add the ``models`` and ``serve`` subcommands to the ``ragtune`` parser."""
-    from langchain_ragtune.cli import add_json_flag
-
     models = subparsers.add_parser("models", help="prepare and inspect the base model")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
     prepare = models_sub.add_parser(
@@ -33,7 +34,6 @@ def register(subparsers: Any) -> None:
 
 
 def _models_prepare(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.config import ModelConfig
     from langchain_ragtune.models import prepare_base_model
 
@@ -48,8 +48,6 @@ def _models_prepare(args: argparse.Namespace) -> int:
 
 def register_serve(subparsers: Any) -> None:
     """Add ``ragtune serve``."""
-    from langchain_ragtune.cli import add_json_flag
-
     serve = subparsers.add_parser(
         "serve", help="start vLLM with runtime LoRA (or attach to RAGTUNE_VLLM_URLS) and keep "
                       "every namespace's current adapter loaded",
@@ -94,58 +92,55 @@ def _open_registry() -> tuple[Any, Any]:
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
-    import signal
     import sys
     import threading
 
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.config import ServeConfig
     from langchain_ragtune.serving.launcher import serving_endpoints
 
     log = logging.getLogger("langchain_ragtune.serving")
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = ServeConfig.from_env(**overrides)
-    stop = threading.Event()
 
-    def interrupt(*_: Any) -> None:
-        raise KeyboardInterrupt  # during start-up: unwinds start_server, which stops vLLM
+    # SIGTERM during start-up unwinds start_server, which stops vLLM; once serving, it ends
+    # the watch loop cleanly.
+    with stop_cleanly_on_sigterm():
+        store, registry = (None, None) if args.no_reconcile else _open_registry()
+        try:
+            with serving_endpoints(config, log_path=args.log) as urls:
+                publisher = None
+                summary: dict[str, Any] = {"endpoints": urls}
+                if registry is not None:
+                    from langchain_ragtune.serving.publisher import Publisher
 
-    signal.signal(signal.SIGTERM, interrupt)
-
-    store, registry = (None, None) if args.no_reconcile else _open_registry()
-    try:
-        with serving_endpoints(config, log_path=args.log) as urls:
-            publisher = None
-            summary: dict[str, Any] = {"endpoints": urls}
-            if registry is not None:
-                from langchain_ragtune.serving.publisher import Publisher
-
-                publisher = Publisher(registry, endpoints=urls, config=config)
-                try:
-                    summary["reconcile"] = publisher.reconcile().as_dict()
-                except Exception as exc:  # noqa: BLE001 - e.g. tables not created yet
-                    log.warning("reconcile failed: %s", exc)
-                    summary["reconcile"] = {"errors": [str(exc)]}
-            if args.json:
-                print_json(summary)
-            else:
-                print(f"serving at {', '.join(urls)} (base model name "
-                      f"{config.served_model_name!r}); Ctrl-C to stop", flush=True)
-            if args.once:
-                return 0
-            for sig in (signal.SIGINT, signal.SIGTERM):  # from now on: leave the loop cleanly
-                signal.signal(sig, lambda *_: stop.set())
-            while not stop.wait(args.watch if args.watch > 0 else 3600):
-                if publisher is not None and args.watch > 0:
+                    publisher = Publisher(registry, endpoints=urls, config=config)
                     try:
-                        done = publisher.reconcile()
-                        if done.loaded or done.unloaded:
-                            log.warning("reconcile restored %s, unloaded %s", done.loaded,
-                                        done.unloaded)
-                    except Exception as exc:  # noqa: BLE001 - keep serving
+                        summary["reconcile"] = publisher.reconcile().as_dict()
+                    except Exception as exc:  # noqa: BLE001 - e.g. tables not created yet
                         log.warning("reconcile failed: %s", exc)
-            print("stopping", file=sys.stderr)
-    finally:
-        if store is not None:
-            store.close()
+                        summary["reconcile"] = {"errors": [str(exc)]}
+                if args.json:
+                    print_json(summary)
+                else:
+                    print(f"serving at {', '.join(urls)} (base model name "
+                          f"{config.served_model_name!r}); Ctrl-C to stop", flush=True)
+                if args.once:
+                    return 0
+                with stop_event_on_signals(threading.Event()) as stop:
+                    while not stop.wait(args.watch if args.watch > 0 else 3600):
+                        if publisher is not None and args.watch > 0:
+                            _reconcile_quietly(publisher, log)
+                print("stopping", file=sys.stderr)
+        finally:
+            if store is not None:
+                store.close()
     return 0
+
+
+def _reconcile_quietly(publisher: Any, log: Any) -> None:
+    try:
+        done = publisher.reconcile()
+        if done.loaded or done.unloaded:
+            log.warning("reconcile restored %s, unloaded %s", done.loaded, done.unloaded)
+    except Exception as exc:  # noqa: BLE001 - keep serving
+        log.warning("reconcile failed: %s", exc)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from langchain_ragtune.cli._common import add_json_flag, open_store, parse_namespace, print_json
+
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     """Add ``ragtune train``."""
-    from langchain_ragtune.cli import add_json_flag
-
     p = subparsers.add_parser(
         "train", help="train and register a namespace's next LoRA adapter from its dataset",
         description="Train a LoRA adapter on the namespace's newest dataset (or --dataset), "
@@ -47,9 +47,7 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.config import ModelConfig
-    from langchain_ragtune.store.commands import open_store, parse_namespace
     from langchain_ragtune.tuning.publish import GateConfig, describe_canaries, train_namespace
     from langchain_ragtune.tuning.train import TrainConfig
 

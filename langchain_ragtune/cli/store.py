@@ -14,34 +14,11 @@ import sys
 import time
 from typing import Any
 
-from langchain_ragtune.cli import add_json_flag, print_json
-
-__all__ = ["parse_namespace", "register"]
-
-
-def parse_namespace(text: str) -> tuple[str, ...]:
-    """``"org/user-42"`` -> ``("org", "user-42")``: the CLI spelling of a namespace."""
-    from langchain_ragtune.errors import InvalidInputError
-    from langchain_ragtune.store.types import validate_namespace
-
-    parts = tuple(text.split("/"))
-    if any(not p.strip() for p in parts):
-        raise InvalidInputError(f"--namespace {text!r} has an empty label; write labels "
-                                "separated by single slashes, e.g. 'org/user-42'.")
-    return validate_namespace(parts)
+from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, open_store,
+                                           parse_namespace, print_json)
 
 
-def open_store() -> Any:
-    """A set-up MemoryStore from ``RAGTUNE_*`` settings (the embedded server by default).
-
-    Background embedding is off: a CLI process embeds what it wrote before it exits.
-    """
-    from langchain_ragtune.config import StoreConfig
-    from langchain_ragtune.store import MemoryStore
-
-    store = MemoryStore(StoreConfig.from_env(), background_embedding=False)
-    store.setup()
-    return store
+__all__ = ["register"]
 
 
 def _progress(total: int, desc: str, quiet: bool) -> Any:

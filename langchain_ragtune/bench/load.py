@@ -21,8 +21,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any
+
+from langchain_ragtune.bench._common import now_iso
 
 __all__ = ["run_load_bench"]
 
@@ -140,7 +141,7 @@ def run_load_bench(*, sessions: int = 50, seconds: float = 60.0, max_turns: int 
             # samples after the deadline include the embedder's final catch-up batches.
             "rss_growth_after_warmup_mb": _growth(rss, seconds),
             "generation": "EchoChatModel (memory layer under load; no LLM decoding)",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": now_iso(),
         }
     finally:
         if remember is not None and hasattr(remember, "stop"):

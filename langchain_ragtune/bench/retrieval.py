@@ -26,12 +26,12 @@ import dataclasses
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from langchain_ragtune.bench._common import now_iso, pct
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_retrieval_bench", "text_like_vectors"]
@@ -84,10 +84,6 @@ class _LookupEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self._one(text)
-
-
-def _pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(values), q)), 3)
 
 
 def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int = 10,
@@ -243,23 +239,23 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
         finally:
             plain.close()
         hybrid_ms = timings[("hybrid", config.keyword_scoring)]
-        by_scoring = {name: {what: {"p50_ms": _pct(timings[(what, name)], 50),
-                                    "p95_ms": _pct(timings[(what, name)], 95)}
+        by_scoring = {name: {what: {"p50_ms": pct(timings[(what, name)], 50),
+                                    "p95_ms": pct(timings[(what, name)], 95)}
                              for what in ("hybrid", "keyword", "keyword_common")}
                       for name in scorings}
 
         result = {
-            "ours": {"p50_ms": _pct(ours_ms, 50), "p95_ms": _pct(ours_ms, 95),
+            "ours": {"p50_ms": pct(ours_ms, 50), "p95_ms": pct(ours_ms, 95),
                      "recall_at_10": recall(ours_found)},
-            "raw": {"p50_ms": _pct(raw_ms, 50), "p95_ms": _pct(raw_ms, 95),
+            "raw": {"p50_ms": pct(raw_ms, 50), "p95_ms": pct(raw_ms, 95),
                     "recall_at_10": recall(raw_found)},
             "ingest_rows_per_s": round(memories / ingest_s, 1),
             "index_build_s": round(index_s, 1),
             "incremental_rows_per_s": round(incr_rows_s, 1),
-            "write_ack_ms": {"p50": _pct(ack, 50), "p95": _pct(ack, 95)},
-            "hybrid": {"p50_ms": _pct(hybrid_ms, 50), "p95_ms": _pct(hybrid_ms, 95)},
+            "write_ack_ms": {"p50": pct(ack, 50), "p95": pct(ack, 95)},
+            "hybrid": {"p50_ms": pct(hybrid_ms, 50), "p95_ms": pct(hybrid_ms, 95)},
             "keyword_scoring": by_scoring,
-            "p95_ratio_ours_over_raw": round(_pct(ours_ms, 95) / max(_pct(raw_ms, 95), 1e-9), 3),
+            "p95_ratio_ours_over_raw": round(pct(ours_ms, 95) / max(pct(raw_ms, 95), 1e-9), 3),
             "by_namespace_size": _recall_by_size(q_ns, sizes, ours_found, raw_found, truth,
                                                  config.exact_search_below, ours_ms, raw_ms),
             "config": {"memories": memories, "queries": queries, "k": k, "seed": seed,
@@ -269,7 +265,7 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
                        "keyword_max_df": config.keyword_max_df,
                        "exact_search_below": config.exact_search_below, "dim": _DIM},
             "machine": machine_info(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": now_iso(),
         }
     finally:
         store.close()
@@ -291,7 +287,7 @@ def _recall_by_size(q_ns: np.ndarray, sizes: list[int], ours: list[set], raw: li
                 "queries": len(idx),
                 "ours_recall": round(float(np.mean([len(ours[i] & truth[i]) / len(truth[i]) for i in idx])), 4),
                 "raw_recall": round(float(np.mean([len(raw[i] & truth[i]) / len(truth[i]) for i in idx])), 4),
-                "ours_p95_ms": _pct([ours_ms[i] for i in idx], 95),
-                "raw_p95_ms": _pct([raw_ms[i] for i in idx], 95),
+                "ours_p95_ms": pct([ours_ms[i] for i in idx], 95),
+                "raw_p95_ms": pct([raw_ms[i] for i in idx], 95),
             }
     return out

@@ -1,8 +1,8 @@
 """The ``ragtune`` command.
 
-Each area of the package owns its subcommands in a ``commands`` module with a
-``register(subparsers)`` function; this file only assembles them, so importing the CLI
-stays light (handlers import torch, vLLM or the store lazily).
+Each command group has its module in this folder with a ``register(subparsers)`` function;
+this file only assembles them. Importing the CLI stays light: handlers import torch, vLLM
+or the store when they run.
 
 Example:
     $ ragtune search "where did Caroline move from?" --namespace conv-26 --json
@@ -11,52 +11,31 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
+from langchain_ragtune.cli import (bench, demo, distill, evaluate, jobs, router, serving, store,
+                                   tuning)
 from langchain_ragtune.errors import RagtuneError
 
+__all__ = ["build_parser", "main"]
+
 # Order is the order of `ragtune --help`.
-_COMMAND_MODULES = (
-    "langchain_ragtune.store.commands",
-    "langchain_ragtune.serving.commands",
-    "langchain_ragtune.jobs.commands",
-    "langchain_ragtune.router.commands",
-    "langchain_ragtune.eval.commands",
-    "langchain_ragtune.demo",
-)
-
-
-def print_json(obj: Any) -> None:
-    """Print ``obj`` as indented JSON on stdout (the ``--json`` output of every command)."""
-    json.dump(obj, sys.stdout, indent=2, default=str, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    """Add the common ``--json`` flag (machine-readable output on stdout)."""
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+_COMMAND_GROUPS = (store, serving, distill, tuning, jobs, router, evaluate, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ragtune`` argument parser with every command group registered."""
     parser = argparse.ArgumentParser(
         prog="ragtune",
         description="Long-term memory for LangGraph: retrieval (pgvector) and parametric (LoRA).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that area is not built yet
-                continue
-            raise
-        module.register(sub)
+    for group in _COMMAND_GROUPS:
+        group.register(sub)
     return parser
 
 
@@ -83,7 +62,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     return int(result or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

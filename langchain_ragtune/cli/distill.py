@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from langchain_ragtune.cli._common import add_json_flag, open_store, parse_namespace, print_json
+
 __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     """Add ``ragtune distill``."""
-    from langchain_ragtune.cli import add_json_flag
-
     p = subparsers.add_parser(
         "distill", help="turn a namespace's new history into its next training dataset",
         description="Distill the live memories newer than the current adapter's watermark "
@@ -42,11 +42,9 @@ def register(subparsers: Any) -> None:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.distill.dataset import export_jsonl, get_dataset, load_examples
     from langchain_ragtune.distill.pipeline import DistillConfig, distill
     from langchain_ragtune.errors import DatasetError, InvalidInputError
-    from langchain_ragtune.store.commands import open_store, parse_namespace
 
     store = open_store()
     try:

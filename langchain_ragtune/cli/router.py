@@ -18,7 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from langchain_ragtune.cli import add_json_flag, print_json
+from langchain_ragtune.cli._common import (add_json_flag, open_store, parse_namespace, print_json,
+                                           stop_cleanly_on_sigterm)
+
 
 __all__ = ["register"]
 
@@ -128,7 +130,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace) -> int:
     from langchain_ragtune.router.memory import MemoryRouter
-    from langchain_ragtune.store.commands import open_store, parse_namespace
 
     ns = parse_namespace(args.namespace)
     with open_store() as store:
@@ -185,10 +186,8 @@ def _chat(args: argparse.Namespace) -> int:
     from langchain_ragtune.router.nodes import create_memory_graph
     from langchain_ragtune.serving.chat import endpoint_for
     from langchain_ragtune.store import MemoryStore
-    from langchain_ragtune.store.commands import parse_namespace
     from langchain_ragtune.tuning.registry import AdapterRegistry
 
-    from langchain_ragtune.demo import stop_cleanly_on_sigterm
 
     ns = parse_namespace(args.namespace)
     serve = ServeConfig.from_env()

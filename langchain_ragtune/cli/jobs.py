@@ -1,7 +1,6 @@
-"""``ragtune distill | train | refresh | scheduler``: the parametric-memory CLI.
+"""``ragtune refresh | scheduler``: keep namespaces' adapters up to date.
 
-``distill`` and ``train`` live with their areas (:mod:`langchain_ragtune.distill.commands`,
-:mod:`langchain_ragtune.tuning.commands`) and are registered from here. Light at import.
+Light at import: the handlers load the store, models and APScheduler when they run.
 
 Example:
     $ ragtune refresh --namespace conv-26 --json
@@ -12,7 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Any
+
+from langchain_ragtune.cli._common import (add_json_flag, open_store, parse_namespace, print_json,
+                                           stop_event_on_signals)
 
 __all__ = ["register"]
 
@@ -22,14 +25,7 @@ EXIT_BUSY = 3
 
 
 def register(subparsers: Any) -> None:
-    """Add ``distill``, ``train``, ``refresh`` and ``scheduler``."""
-    from langchain_ragtune.cli import add_json_flag
-    from langchain_ragtune.distill import commands as distill_commands
-    from langchain_ragtune.tuning import commands as tuning_commands
-
-    distill_commands.register(subparsers)
-    tuning_commands.register(subparsers)
-
+    """Add ``refresh`` and ``scheduler``."""
     p = subparsers.add_parser(
         "refresh", help="distill -> train -> validate -> publish a namespace's adapter",
         description="Bring a namespace's LoRA adapter up to date with its memories. Does "
@@ -85,11 +81,9 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.config import ModelConfig
     from langchain_ragtune.distill.pipeline import DistillConfig
     from langchain_ragtune.jobs.refresh import refresh
-    from langchain_ragtune.store.commands import open_store, parse_namespace
     from langchain_ragtune.tuning.publish import describe_canaries
     from langchain_ragtune.tuning.train import TrainConfig
 
@@ -132,7 +126,6 @@ def _refresh(args: argparse.Namespace) -> int:
 
 def _scheduler(args: argparse.Namespace, store: Any, **kw: Any) -> Any:
     from langchain_ragtune.jobs.scheduler import RefreshScheduler
-    from langchain_ragtune.store.commands import parse_namespace
 
     return RefreshScheduler(store, interval_s=args.interval, cron=args.cron,
                             min_new=args.min_new,
@@ -142,7 +135,6 @@ def _scheduler(args: argparse.Namespace, store: Any, **kw: Any) -> Any:
 
 def _scheduler_start(args: argparse.Namespace) -> int:
     from langchain_ragtune.jobs.scheduler import run_forever
-    from langchain_ragtune.store.commands import open_store
 
     store = open_store()
     try:
@@ -150,7 +142,8 @@ def _scheduler_start(args: argparse.Namespace) -> int:
         when = f"cron {args.cron}" if args.cron else f"every {args.interval:g} s"
         print(f"ragtune scheduler: started ({when}, "
               f"min_new={args.min_new}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
-        run_forever(sched)
+        with stop_event_on_signals(threading.Event()) as stop:
+            run_forever(sched, stop_event=stop)
         print(f"ragtune scheduler: stopped after {len(sched.history)} refreshes", file=sys.stderr)
     finally:
         store.close()
@@ -158,8 +151,6 @@ def _scheduler_start(args: argparse.Namespace) -> int:
 
 
 def _scheduler_once(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
-    from langchain_ragtune.store.commands import open_store
 
     store = open_store()
     try:
@@ -175,9 +166,7 @@ def _scheduler_once(args: argparse.Namespace) -> int:
 
 
 def _scheduler_due(args: argparse.Namespace) -> int:
-    from langchain_ragtune.cli import print_json
     from langchain_ragtune.jobs.scheduler import pending_namespaces
-    from langchain_ragtune.store.commands import open_store
 
     store = open_store()
     try:

@@ -29,9 +29,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from datetime import datetime, timezone
 from typing import Any
 
+from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.config import RouterConfig
 from langchain_ragtune.hardware import machine_info
 from langchain_ragtune.router.decision import NamespaceState, Signals, decide
@@ -69,7 +69,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _sample_queries_and_hits(k: int) -> tuple[list[str], list[Any]]:
-    from langchain_ragtune.eval.locomo import load_sample
+    from langchain_ragtune.datasets.locomo import load_sample
     from langchain_ragtune.store.types import Memory, SearchResult
 
     conv = load_sample()[0]
@@ -142,7 +142,7 @@ def run_e2e(*, questions: int = 8, answer_tokens: int = 32, k: int = 6, rounds: 
     from langchain_ragtune.models import prepare_base_model
     from langchain_ragtune.router.memory import MemoryRouter, vllm_chat_model_factory
     from langchain_ragtune.router.prompts import context_block
-    from langchain_ragtune.serving.bench import ensure_fact_adapter
+    from langchain_ragtune.testing.adapters import ensure_fact_adapter
     from langchain_ragtune.serving.launcher import start_server
     from langchain_ragtune.serving.publisher import Publisher
     from langchain_ragtune.store import MemoryStore, sql
@@ -292,7 +292,7 @@ def run_router_bench(*, queries: int = 2000, k: int = 6, e2e: bool = True, quest
     """
     started = time.perf_counter()
     out: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": now_iso(),
         "machine": machine_info(),
         "target_p50_ms": 1.0,
     }

@@ -12,12 +12,11 @@ Measured on one conversation (``conv-26`` by default), in a throwaway schema:
 Heavy (minutes): run it under ``flock /tmp/ragtune-heavy.lock`` on a shared machine.
 
 Example:
-    $ flock /tmp/ragtune-heavy.lock python -m langchain_ragtune.jobs.bench --json out.json
+    $ flock /tmp/ragtune-heavy.lock ragtune bench parametric --json out.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -27,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_parametric_bench"]
@@ -119,7 +119,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
     store = MemoryStore(StoreConfig.from_env(schema=schema), embeddings=HashEmbeddings(),
                         background_embedding=False)
     out: dict[str, Any] = {
-        "bench": "parametric", "date": time.strftime("%Y-%m-%d %H:%M"),
+        "bench": "parametric", "date": now_iso(),
         "machine": machine_info(),
         "conversation": conversation, "turns": conv.n_turns, "sessions": len(conv.sessions),
         "questions": len(conv.qa),
@@ -205,44 +205,3 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m langchain_ragtune.jobs.bench``: run the benchmark, print/write JSON."""
-    p = argparse.ArgumentParser(prog="python -m langchain_ragtune.jobs.bench",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--data")
-    p.add_argument("--conversation", default="conv-26")
-    p.add_argument("--teacher", default="local")
-    p.add_argument("--teacher-max-chunks", type=int, default=12)
-    p.add_argument("--max-examples", type=int, default=480)
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--eval-questions", type=int, default=48)
-    p.add_argument("--locomo-questions", type=int)
-    p.add_argument("--sessions", type=int, help="only the first N sessions")
-    p.add_argument("--no-train", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", dest="json_out", metavar="FILE")
-    a = p.parse_args(argv)
-    res = run_parametric_bench(
-        data=a.data, conversation=a.conversation,
-        teacher=None if a.teacher.lower() == "none" else a.teacher,
-        teacher_max_chunks=a.teacher_max_chunks, max_examples=a.max_examples, epochs=a.epochs,
-        max_steps=a.max_steps, batch_size=a.batch_size, eval_questions=a.eval_questions,
-        locomo_questions=a.locomo_questions, sessions=a.sessions, train=not a.no_train,
-        quiet=a.quiet,
-        json_out=a.json_out)
-    if not a.json_out:
-        json.dump(res, sys.stdout, indent=2, default=str)
-        print()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    sys.exit(main())

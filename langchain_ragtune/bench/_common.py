@@ -1,0 +1,26 @@
+"""What the benchmarks share: the date stamp and percentiles every JSON result carries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable
+
+from langchain_ragtune.eval.metrics import percentile
+
+__all__ = ["now_iso", "pct"]
+
+
+def now_iso() -> str:
+    """The time of a result, in UTC to the second (results from many machines are compared)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def pct(values: Iterable[float], q: float, digits: int = 3) -> float | None:
+    """The ``q``-th percentile (0-100) of ``values``, rounded; ``None`` for no values.
+
+    Example:
+        >>> pct([1.0, 2.0, 3.0, 4.0], 50)
+        2.5
+    """
+    value = percentile(values, q)
+    return None if value is None else round(value, digits)

@@ -81,7 +81,7 @@ def run_ingest_bench(*, turns: int = 2000, ack_turns: int = 300, batch: int = 12
     from langchain_ragtune.eval.metrics import latency_summary
     from langchain_ragtune.eval.retrieval_eval import describe_embeddings
     from langchain_ragtune.hardware import machine_info
-    from langchain_ragtune.store import MemoryStore, sql
+    from langchain_ragtune.store import MemoryStore
 
     all_turns, source = _bench_turns(turns, data)
     schema = f"bench_ingest_{uuid.uuid4().hex[:8]}"
@@ -152,7 +152,6 @@ def run_ingest_bench(*, turns: int = 2000, ack_turns: int = 300, batch: int = 12
         }
     finally:
         if not keep:
-            with store.pool.connection() as conn:
-                conn.execute(store.render(sql.DROP_SCHEMA_SQL))
+            store.drop_schema()
         store.close()
     return result

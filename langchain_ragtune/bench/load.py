@@ -54,7 +54,6 @@ def run_load_bench(*, sessions: int = 50, seconds: float = 60.0, max_turns: int 
         quiet: no progress output.
     """
     import numpy as np
-    import psycopg
     from langchain_core.messages import HumanMessage
 
     from langchain_ragtune.config import RouterConfig, StoreConfig
@@ -146,8 +145,9 @@ def run_load_bench(*, sessions: int = 50, seconds: float = 60.0, max_turns: int 
     finally:
         if remember is not None and hasattr(remember, "stop"):
             remember.stop()
-        store.close()
-        if not keep:
-            with psycopg.connect(store._uri, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        try:
+            if not keep:
+                store.drop_schema()
+        finally:
+            store.close()
     return result

@@ -195,8 +195,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
                 "categories": list(categories)}
     finally:
         try:
-            with store.pool.connection() as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            store.drop_schema()
         finally:
             store.close()
             shutil.rmtree(home, ignore_errors=True)

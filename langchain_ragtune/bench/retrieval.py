@@ -105,7 +105,7 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
     from tqdm import tqdm
 
     from langchain_ragtune.config import StoreConfig
-    from langchain_ragtune.store import MemoryStore, Turn
+    from langchain_ragtune.store import MemoryStore, Turn, sql
     from langchain_ragtune.store.base import vector_literal
     from langchain_ragtune.store.sync import connection_kwargs, session_settings
 
@@ -139,10 +139,7 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
         store.setup()
         # Bulk load as a user would for a migration: drop the HNSW index, load through our
         # API with vectors, rebuild the index once (much faster than 100k incremental inserts).
-        from langchain_ragtune.store import sql
-
-        with store.pool.connection() as conn:
-            conn.execute(store.render(sql.DROP_ANN_INDEX_SQL))
+        store.drop_ann_index()
         t0 = time.perf_counter()
         batch = 1000
         bar = tqdm(total=memories, desc="ingest", unit="mem", disable=quiet, file=sys.stderr)
@@ -158,11 +155,8 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
         bar.close()
         ingest_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with store.pool.connection() as conn:
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            if store.ann_index:  # else (the embedded build on a CPU without AVX-512): exact
-                conn.execute(store.render(sql.ENSURE_ANN_INDEX_SQL))
-            conn.execute(f"ANALYZE {schema}.memories")
+        # Without AVX-512 the embedded build has no HNSW: exact search, statistics only.
+        store.build_ann_index(maintenance_work_mem="1GB", index=store.ann_index)
         index_s = time.perf_counter() - t0
 
         # Incremental writes with the index in place (the steady-state write path).
@@ -186,8 +180,9 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
         def recall(found: list[set[str]]) -> float:
             return round(float(np.mean([len(f & t) / len(t) for f, t in zip(found, truth)])), 4)
 
-        raw_sql = (f"SELECT message_id FROM {schema}.memories WHERE namespace = %s "
-                   "ORDER BY embedding <=> %s::halfvec LIMIT %s")
+        # The baseline runs pgvector's plain query on its own connection, outside the store's
+        # code path: the difference is what the store adds.
+        raw_sql = store.render(sql.RAW_VECTOR_SEARCH_SQL)
         ours_ms, raw_ms, ours_found, raw_found = [], [], [], []
         with psycopg.connect(store._uri, **connection_kwargs()) as raw:
             raw.execute(session_settings(config))
@@ -268,10 +263,11 @@ def run_retrieval_bench(*, memories: int = 100_000, queries: int = 1000, k: int 
             "date": now_iso(),
         }
     finally:
-        store.close()
-        if not keep:
-            with psycopg.connect(store._uri, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        try:
+            if not keep:
+                store.drop_schema()
+        finally:
+            store.close()
     return result
 
 

@@ -145,7 +145,7 @@ def run_e2e(*, questions: int = 8, answer_tokens: int = 32, k: int = 6, rounds: 
     from langchain_ragtune.testing.adapters import ensure_fact_adapter
     from langchain_ragtune.serving.launcher import start_server
     from langchain_ragtune.serving.publisher import Publisher
-    from langchain_ragtune.store import MemoryStore, sql
+    from langchain_ragtune.store import MemoryStore
     from langchain_ragtune.tuning.registry import AdapterRegistry, make_adapter_name
 
     out: dict[str, Any] = {}
@@ -164,7 +164,7 @@ def run_e2e(*, questions: int = 8, answer_tokens: int = 32, k: int = 6, rounds: 
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(MemoryStore(StoreConfig.from_env(schema=schema),
                                                 background_embedding=False))
-        stack.callback(lambda: _drop(store, sql))
+        stack.callback(store.drop_schema)
         store.setup()
         store.add(ns, to_turns(conv))
         store.flush()
@@ -259,11 +259,6 @@ def run_e2e(*, questions: int = 8, answer_tokens: int = 32, k: int = 6, rounds: 
         "answer_tokens": answer_tokens, "adapter": rec.name, "endpoint": url,
     })
     return out
-
-
-def _drop(store: Any, sql: Any) -> None:
-    with store.pool.connection() as conn:
-        conn.execute(store.render(sql.DROP_SCHEMA_SQL))
 
 
 def _unload(url: str, name: str) -> None:

@@ -20,10 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from psycopg.types.json import Jsonb
-
 from langchain_ragtune.errors import DatasetError
-from langchain_ragtune.store import sql
 from langchain_ragtune.store.types import validate_namespace
 
 __all__ = [
@@ -131,48 +128,32 @@ def save_dataset(store: Any, namespace: Any, examples: Iterable[Example], *, wat
                  stats: Mapping[str, Any] | None = None) -> DatasetRecord:
     """Store examples as the namespace's next dataset version, in one transaction."""
     ns = validate_namespace(namespace)
-    examples = list(examples)
-    with store.pool.connection() as conn, conn.transaction():
-        row = conn.execute(store.render(sql.INSERT_DATASET_SQL), {
-            "namespace": list(ns), "watermark_seq": int(watermark_seq),
-            "stats": Jsonb(dict(stats or {}))}).fetchone()
-        if examples:
-            with conn.cursor() as cur:
-                cur.executemany(store.render(sql.INSERT_EXAMPLE_SQL), [
-                    {"dataset_id": row["id"], "kind": e.kind, "split": e.split,
-                     "messages": Jsonb(e.messages), "source_ids": list(e.source_ids),
-                     "meta": Jsonb(e.meta)} for e in examples])
-    return _record(row)
+    rows = [{"kind": e.kind, "split": e.split, "messages": e.messages,
+             "source_ids": e.source_ids, "meta": e.meta} for e in examples]
+    return _record(store.insert_dataset(ns, watermark_seq=int(watermark_seq),
+                                        stats=dict(stats or {}), examples=rows))
 
 
 def update_dataset_stats(store: Any, dataset_id: int, stats: Mapping[str, Any]) -> None:
     """Merge ``stats`` into a dataset's stats (e.g. the training result)."""
-    with store.pool.connection() as conn:
-        conn.execute(store.render(sql.UPDATE_DATASET_STATS_SQL),
-                     {"id": int(dataset_id), "stats": Jsonb(dict(stats))})
+    store.update_dataset_stats(int(dataset_id), stats)
 
 
 def get_dataset(store: Any, dataset_id: int) -> DatasetRecord | None:
     """The dataset with this id, or None."""
-    with store.pool.connection() as conn:
-        row = conn.execute(store.render(sql.GET_DATASET_SQL), {"id": int(dataset_id)}).fetchone()
+    row = store.dataset(int(dataset_id))
     return _record(row) if row else None
 
 
 def latest_dataset(store: Any, namespace: Any) -> DatasetRecord | None:
     """The namespace's newest dataset, or None."""
-    ns = validate_namespace(namespace)
-    with store.pool.connection() as conn:
-        row = conn.execute(store.render(sql.LATEST_DATASET_SQL), {"namespace": list(ns)}).fetchone()
+    row = store.latest_dataset(validate_namespace(namespace))
     return _record(row) if row else None
 
 
 def list_datasets(store: Any, namespace: Any) -> list[DatasetRecord]:
     """Every dataset of the namespace, oldest first."""
-    ns = validate_namespace(namespace)
-    with store.pool.connection() as conn:
-        rows = conn.execute(store.render(sql.LIST_DATASETS_SQL), {"namespace": list(ns)}).fetchall()
-    return [_record(r) for r in rows]
+    return [_record(r) for r in store.list_datasets(validate_namespace(namespace))]
 
 
 def load_examples(store: Any, dataset_id: int, *, split: str | None = None) -> list[Example]:
@@ -186,10 +167,7 @@ def load_examples(store: Any, dataset_id: int, *, split: str | None = None) -> l
     if get_dataset(store, dataset_id) is None:
         raise DatasetError(f"no dataset with id {dataset_id}; run `ragtune distill --namespace "
                            "NS` first, or list them with `ragtune distill --list --namespace NS`.")
-    with store.pool.connection() as conn:
-        rows = conn.execute(store.render(sql.LOAD_EXAMPLES_SQL),
-                            {"dataset_id": int(dataset_id), "split": split}).fetchall()
-    return [Example.from_dict(r) for r in rows]
+    return [Example.from_dict(r) for r in store.dataset_examples(int(dataset_id), split)]
 
 
 def export_jsonl(examples: Iterable[Example], path: str | Path) -> int:

@@ -475,10 +475,8 @@ def distill(namespace: Any, *, store: Any, config: DistillConfig | None = None,
     ns = validate_namespace(namespace)
     config = config or DistillConfig.from_env()
     if after_seq is None:
-        from langchain_ragtune.tuning.registry import AdapterRegistry
-
-        cur = AdapterRegistry(store).current(ns)
-        after_seq = cur.watermark_seq if cur else 0
+        cur = store.current_adapter(ns)
+        after_seq = int(cur["watermark_seq"]) if cur else 0
     history = store.list(ns, after_seq=0)
     new = [m for m in history if m.seq > after_seq]
     old = [m for m in history if m.seq <= after_seq]

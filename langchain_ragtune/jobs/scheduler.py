@@ -24,7 +24,6 @@ import threading
 from typing import Any, Callable, Sequence
 
 from langchain_ragtune.errors import ConfigError
-from langchain_ragtune.store import sql
 from langchain_ragtune.store.types import namespace_str, validate_namespace
 
 __all__ = ["RefreshScheduler", "pending_namespaces", "sqlalchemy_url"]
@@ -61,10 +60,7 @@ def pending_namespaces(store: Any, *, min_new: int = 1, limit: int = 1000
     """
     if isinstance(min_new, bool) or not isinstance(min_new, int) or min_new < 1:
         raise ConfigError(f"min_new={min_new!r} must be an int >= 1.")
-    with store.pool.connection() as conn:
-        rows = conn.execute(store.render(sql.PENDING_NAMESPACES_SQL),
-                            {"min_new": min_new, "limit": limit}).fetchall()
-    return [(tuple(r["namespace"]), r["new"]) for r in rows]
+    return store.pending_namespaces(min_new=min_new, limit=limit)
 
 
 def _sweep_job(job_id: str) -> None:

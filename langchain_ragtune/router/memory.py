@@ -369,11 +369,7 @@ class MemoryRouter:
                 forgotten = store.forgotten_since(ns, watermark=rec.watermark_seq,
                                                   since=rec.created_at)
             return self._state_from_row(ns, rec, forgotten)
-        from langchain_ragtune.store import sql
-
-        with store.pool.connection(timeout=self.store_timeout_s) as conn:
-            row = conn.execute(store.render(sql.ROUTER_STATE_SQL),
-                               {"namespace": list(ns)}).fetchone()
+        row = store.router_state(ns, timeout_s=self.store_timeout_s)
         return self._state_from_row(ns, row, row["forgotten"] if row else 0)
 
     async def _aread_state(self, ns: tuple[str, ...]) -> NamespaceState:
@@ -385,13 +381,7 @@ class MemoryRouter:
                 forgotten = await store.forgotten_since(ns, watermark=rec.watermark_seq,
                                                         since=rec.created_at)
             return self._state_from_row(ns, rec, forgotten)
-        from langchain_ragtune.store import sql
-
-        if getattr(store.pool, "closed", False) and hasattr(store, "open"):
-            await store.open()  # the async store opens its pool lazily
-        async with store.pool.connection(timeout=self.store_timeout_s) as conn:
-            cur = await conn.execute(store.render(sql.ROUTER_STATE_SQL), {"namespace": list(ns)})
-            row = await cur.fetchone()
+        row = await store.router_state(ns, timeout_s=self.store_timeout_s)
         return self._state_from_row(ns, row, row["forgotten"] if row else 0)
 
     def _cached_state(self, ns: tuple[str, ...], fresh: bool = True) -> NamespaceState | None:

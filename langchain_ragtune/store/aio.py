@@ -121,11 +121,12 @@ class AsyncMemoryStore(BaseMemoryStore):
             await self.pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
+    async def _conn(self, timeout: float | None = None
+                    ) -> AsyncIterator[psycopg.AsyncConnection[DictRow]]:
         if self._own_pool and self.pool.closed:
             await self.open()
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection(timeout=timeout) as conn:
                 # Rows are dicts (see MemoryStore._conn).
                 yield cast("psycopg.AsyncConnection[DictRow]", conn)
         except psycopg.Error as exc:
@@ -364,6 +365,15 @@ class AsyncMemoryStore(BaseMemoryStore):
             cur = await conn.execute(self.render(sql.LIST_NAMESPACES_SQL),
                                      {"prefix": p, "limit": limit, "offset": offset})
             return [(tuple(r["namespace"]), r["n"]) for r in await cur.fetchall()]
+
+    async def router_state(self, namespace: tuple[str, ...], *, timeout_s: float | None = None
+                           ) -> DictRow | None:
+        """Awaitable twin of :meth:`MemoryStore.router_state
+        <langchain_ragtune.store.records.AdapterQueries.router_state>`."""
+        async with self._conn(timeout=timeout_s) as conn:
+            cur = await conn.execute(self.render(sql.ROUTER_STATE_SQL),
+                                     {"namespace": list(namespace)})
+            return await cur.fetchone()
 
     @contextlib.asynccontextmanager
     async def namespace_lock(self, namespace: Any) -> AsyncIterator[None]:

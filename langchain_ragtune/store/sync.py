@@ -38,6 +38,7 @@ from langchain_ragtune.store.base import (
     row_to_memory,
     vector_literal,
 )
+from langchain_ragtune.store.records import AdapterQueries, DatasetQueries, SchemaAdmin
 from langchain_ragtune.store.types import (
     Memory,
     SearchResult,
@@ -59,8 +60,7 @@ def connection_kwargs() -> dict[str, Any]:
 
 def session_settings(config: StoreConfig) -> str:
     """Per-connection settings: iterative HNSW scans so filtered searches still return k rows."""
-    return (f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {int(config.ef_search)}; "
-            "SET hnsw.max_scan_tuples = 100000")
+    return sql.SESSION_SETTINGS_SQL.format(ef_search=int(config.ef_search))
 
 
 def store_error(exc: Exception, uri_hint: str) -> StoreError:
@@ -74,7 +74,7 @@ def store_error(exc: Exception, uri_hint: str) -> StoreError:
     return StoreError(f"PostgreSQL error: {exc}")
 
 
-class MemoryStore(BaseMemoryStore):
+class MemoryStore(AdapterQueries, DatasetQueries, SchemaAdmin, BaseMemoryStore):
     """Long-term memory in PostgreSQL with pgvector: write turns, find them again.
 
     A namespace (a tuple of strings such as ``("user-42",)``) is a hard partition: no
@@ -153,9 +153,9 @@ class MemoryStore(BaseMemoryStore):
             self.pool.close()
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+    def _conn(self, timeout: float | None = None) -> Iterator[psycopg.Connection[DictRow]]:
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=timeout) as conn:
                 # Rows are dicts: the store's pool sets dict_row, and a pool passed in must
                 # too (connection_kwargs()); the pool's type does not carry its row factory.
                 yield cast("psycopg.Connection[DictRow]", conn)

@@ -36,10 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from psycopg.types.json import Jsonb
-
 from langchain_ragtune.errors import AdapterError, InvalidInputError
-from langchain_ragtune.store import sql
 from langchain_ragtune.store.types import validate_metadata, validate_namespace
 
 __all__ = [
@@ -150,10 +147,10 @@ def _check_int(value: Any, what: str, *, minimum: int = 0) -> int:
 class AdapterRegistry:
     """Registered LoRA versions per namespace, and the atomic "current version" pointer.
 
-    Works on any store that exposes ``pool`` (a psycopg ``ConnectionPool`` with autocommit
-    ``dict_row`` connections) and ``render(template)``, i.e.
-    :class:`~langchain_ragtune.store.MemoryStore`.
-    The store's ``setup()`` creates the tables.
+    What a registered version means (statuses, which may serve, names) lives here; the
+    queries are the store's (:class:`~langchain_ragtune.store.records.AdapterQueries`), so
+    any :class:`~langchain_ragtune.store.MemoryStore` holds a registry. The store's
+    ``setup()`` creates the tables.
 
     Args:
         store: the memory store whose PostgreSQL holds the registry.
@@ -166,21 +163,16 @@ class AdapterRegistry:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.pool = store.pool
 
-    def _one(self, template: str, params: Mapping[str, Any]) -> AdapterRecord | None:
-        with self.pool.connection() as conn:
-            row = conn.execute(self.store.render(template), params).fetchone()
+    @staticmethod
+    def _record(row: Mapping[str, Any] | None) -> AdapterRecord | None:
         return row_to_record(row) if row else None
 
     # -- writes ----------------------------------------------------------------------------
 
     def next_version(self, namespace: Any) -> int:
         """The version number the next adapter of ``namespace`` gets (1 for the first)."""
-        ns = validate_namespace(namespace)
-        with self.pool.connection() as conn:
-            return conn.execute(self.store.render(sql.NEXT_ADAPTER_VERSION_SQL),
-                                {"namespace": list(ns)}).fetchone()["version"]
+        return self.store.next_adapter_version(validate_namespace(namespace))
 
     def register(self, namespace: Any, version: int, name: str, path: str, base_model: str,
                  watermark_seq: int, dataset_id: int | None = None,
@@ -195,8 +187,6 @@ class AdapterRegistry:
             AdapterError: the name or the (namespace, version) pair is already taken.
             InvalidInputError: a malformed argument (unknown status, negative watermark...).
         """
-        import psycopg
-
         ns = validate_namespace(namespace)
         _check_int(version, "version", minimum=1)
         _check_int(watermark_seq, "watermark_seq")
@@ -205,21 +195,12 @@ class AdapterRegistry:
         for what, value in (("name", name), ("path", path), ("base_model", base_model)):
             if not isinstance(value, str) or not value.strip():
                 raise InvalidInputError(f"{what}={value!r} must be a non-empty string.")
-        params = {
+        return row_to_record(self.store.insert_adapter({
             "namespace": list(ns), "version": version, "name": name, "path": str(path),
             "base_model": str(base_model), "watermark_seq": watermark_seq,
-            "dataset_id": dataset_id, "metrics": Jsonb(validate_metadata(dict(metrics or {}))),
+            "dataset_id": dataset_id, "metrics": validate_metadata(dict(metrics or {})),
             "status": _check_status(status), "reason": reason,
-        }
-        try:
-            with self.pool.connection() as conn:
-                row = conn.execute(self.store.render(sql.INSERT_ADAPTER_SQL), params).fetchone()
-        except psycopg.errors.UniqueViolation as exc:
-            raise AdapterError(
-                f"cannot register adapter {name!r} as version {version} of {ns!r}: "
-                f"{exc.diag.message_detail or exc}. Use registry.next_version() and "
-                "make_adapter_name() for a fresh version and name.") from None
-        return row_to_record(row)
+        }))
 
     def set_status(self, adapter_id: int, status: str, reason: str | None = None) -> AdapterRecord:
         """Change a version's status (and why); returns the updated record.
@@ -228,8 +209,8 @@ class AdapterRegistry:
             AdapterError: no adapter has this id.
         """
         _check_int(adapter_id, "adapter_id", minimum=1)
-        rec = self._one(sql.SET_ADAPTER_STATUS_SQL,
-                        {"id": adapter_id, "status": _check_status(status), "reason": reason})
+        rec = self._record(self.store.set_adapter_status(adapter_id, _check_status(status),
+                                                         reason))
         if rec is None:
             raise AdapterError(f"no adapter with id {adapter_id} is registered; list them "
                                "with registry.list(namespace).")
@@ -238,8 +219,8 @@ class AdapterRegistry:
     def update_metrics(self, adapter_id: int, metrics: Mapping[str, Any]) -> AdapterRecord:
         """Merge ``metrics`` into a version's metrics (e.g. serving-side canary results)."""
         _check_int(adapter_id, "adapter_id", minimum=1)
-        rec = self._one(sql.UPDATE_ADAPTER_METRICS_SQL,
-                        {"id": adapter_id, "metrics": Jsonb(validate_metadata(dict(metrics)))})
+        rec = self._record(self.store.update_adapter_metrics(
+            adapter_id, validate_metadata(dict(metrics))))
         if rec is None:
             raise AdapterError(f"no adapter with id {adapter_id} is registered.")
         return rec
@@ -260,10 +241,8 @@ class AdapterRegistry:
         """
         ns = validate_namespace(namespace)
         _check_int(adapter_id, "adapter_id", minimum=1)
-        p = {"namespace": list(ns), "id": adapter_id, "adapter_id": adapter_id}
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute(self.store.render(sql.SWITCH_LOCK_SQL), p)
-            row = conn.execute(self.store.render(sql.LOCK_ADAPTER_SQL), p).fetchone()
+
+        def check(row: Mapping[str, Any] | None) -> None:
             if row is None:
                 raise AdapterError(f"no adapter with id {adapter_id} is registered; nothing "
                                    f"to switch {ns!r} to.")
@@ -277,58 +256,41 @@ class AdapterRegistry:
                     f"adapter {target.name!r} is {target.status!r}"
                     f"{' (' + target.reason + ')' if target.reason else ''}; only a ready "
                     "version can become current. Train and publish a new version.")
-            prev = conn.execute(self.store.render(sql.SELECT_CURRENT_POINTER_SQL), p).fetchone()
-            conn.execute(self.store.render(sql.UPSERT_CURRENT_ADAPTER_SQL), p)
-            if prev and prev["adapter_id"] != adapter_id:
-                conn.execute(self.store.render(sql.SET_ADAPTER_STATUS_SQL),
-                             {"id": prev["adapter_id"], "status": "retired", "reason": None})
-            conn.execute(self.store.render(sql.SET_ADAPTER_STATUS_SQL),
-                         {"id": adapter_id, "status": "serving", "reason": None})
-            row = conn.execute(self.store.render(sql.CURRENT_ADAPTER_SQL), p).fetchone()
-        return row_to_record(row)
+
+        return row_to_record(self.store.switch_current_adapter(ns, adapter_id, check))
 
     def clear_current(self, namespace: Any) -> None:
         """Remove ``namespace``'s pointer: it has no current adapter afterwards."""
-        ns = validate_namespace(namespace)
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute(self.store.render(sql.SWITCH_LOCK_SQL), {"namespace": list(ns)})
-            conn.execute(self.store.render(sql.CLEAR_CURRENT_ADAPTER_SQL), {"namespace": list(ns)})
+        self.store.clear_current_adapter(validate_namespace(namespace))
 
     # -- reads -----------------------------------------------------------------------------
 
     def current(self, namespace: Any) -> AdapterRecord | None:
         """The version that serves ``namespace`` now, or None if it has none."""
-        ns = validate_namespace(namespace)
-        return self._one(sql.CURRENT_ADAPTER_SQL, {"namespace": list(ns)})
+        return self._record(self.store.current_adapter(validate_namespace(namespace)))
 
     def currents(self) -> list[AdapterRecord]:
         """Every namespace's current version, most recently switched first (for reconcile)."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(self.store.render(sql.ALL_CURRENT_ADAPTERS_SQL)).fetchall()
-        return [row_to_record(r) for r in rows]
+        return [row_to_record(r) for r in self.store.current_adapters()]
 
     def get(self, name: str) -> AdapterRecord | None:
         """The version registered under ``name``, or None."""
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"adapter name {name!r} must be a non-empty string.")
-        return self._one(sql.GET_ADAPTER_BY_NAME_SQL, {"name": name})
+        return self._record(self.store.adapter_by_name(name))
 
     def get_by_id(self, adapter_id: int) -> AdapterRecord | None:
         """The version with this registry id, or None."""
         _check_int(adapter_id, "adapter_id", minimum=1)
-        return self._one(sql.GET_ADAPTER_BY_ID_SQL, {"id": adapter_id})
+        return self._record(self.store.adapter_by_id(adapter_id))
 
     def list(self, namespace: Any) -> list[AdapterRecord]:
         """Every version of ``namespace``, oldest first."""
-        ns = validate_namespace(namespace)
-        with self.pool.connection() as conn:
-            rows = conn.execute(self.store.render(sql.LIST_ADAPTERS_SQL),
-                                {"namespace": list(ns)}).fetchall()
-        return [row_to_record(r) for r in rows]
+        return [row_to_record(r) for r in self.store.list_adapters(validate_namespace(namespace))]
 
     def latest(self, namespace: Any, *, statuses: Iterable[str] | None = None
                ) -> AdapterRecord | None:
         """The newest version of ``namespace`` (optionally only among ``statuses``), or None."""
         ns = validate_namespace(namespace)
         st = None if statuses is None else [_check_status(s) for s in statuses]
-        return self._one(sql.LATEST_ADAPTER_SQL, {"namespace": list(ns), "statuses": st})
+        return self._record(self.store.latest_adapter(ns, st))

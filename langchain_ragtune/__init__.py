@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_ragtune._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -74,10 +76,4 @@ if TYPE_CHECKING:  # pragma: no cover
                                          RagtuneStore, SearchResult, Turn)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'langchain_ragtune' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -342,7 +342,7 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
                 raise _Expected("needs the ingest and model stages")
             from langchain_ragtune.distill.pipeline import DistillConfig
             from langchain_ragtune.jobs.refresh import refresh
-            from langchain_ragtune.tuning.publish import GateConfig
+            from langchain_ragtune.tuning.gate import GateConfig
             from langchain_ragtune.tuning.train import TrainConfig
 
             r = refresh(ctx["ns"], store=store, publish=None, progress=not quiet,

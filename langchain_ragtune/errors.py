@@ -14,7 +14,8 @@ message names what was wrong, the offending value, and what to do about it::
     ├── DatasetError                              a training dataset is missing or corrupt
     ├── TrainingError                             training failed; the previous adapter stays
     ├── AdapterError                              an adapter folder cannot be published
-    │   └── AdapterValidationError                it breaks vLLM's limits or the base model
+    │   ├── AdapterValidationError                it breaks vLLM's limits or the base model
+    │   └── AdapterLoadError                      vLLM refused to load or unload it
     └── ServingError                              vLLM problems
         ├── EndpointUnreachableError              no answer from an endpoint
         └── PublishError                          a new adapter version was not switched in
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdapterError",
+    "AdapterLoadError",
     "AdapterValidationError",
     "ConfigError",
     "DatasetError",
@@ -110,6 +112,20 @@ class AdapterValidationError(AdapterError):
         super().__init__(f"adapter at {path!r} cannot be served:\n{lines}")
         self.path = path
         self.problems = list(problems)
+
+
+class AdapterLoadError(AdapterError):
+    """vLLM refused to load or unload an adapter.
+
+    Attributes:
+        endpoint: the server's URL.
+        status_code: vLLM's HTTP status (400: bad or duplicate adapter, 404: unknown name).
+    """
+
+    def __init__(self, message: str, *, endpoint: str, status_code: int) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status_code = status_code
 
 
 class ServingError(RagtuneError):

@@ -80,9 +80,10 @@ def test_refresh_graph_reads_the_namespace_from_config(monkeypatch):
     import importlib
 
     jobs = importlib.import_module("langchain_ragtune.jobs.refresh")
+    graph_module = importlib.import_module("langchain_ragtune.jobs.graph")
 
     monkeypatch.setattr(jobs, "refresh", fake_refresh)
-    monkeypatch.setattr(module, "open_store", lambda: None)
+    monkeypatch.setattr(graph_module, "process_store", lambda: None)
     out = graph.invoke({}, {"configurable": {"user_id": "42"}})
     assert seen["namespace"] == ("user-42",) and out["result"]["status"] == "up_to_date"
 

@@ -154,7 +154,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
         _say(quiet, f"distilled {len(dist.examples)} examples in {secs:.0f} s: {stats['examples']}")
         if train and dist.dataset is not None:
             from langchain_ragtune.tuning.evaluate import AdapterEvaluator
-            from langchain_ragtune.tuning.publish import GateConfig, train_namespace
+            from langchain_ragtune.tuning.gate import GateConfig, train_namespace
             from langchain_ragtune.tuning.train import TrainConfig
 
             base = model_cfg.base_model

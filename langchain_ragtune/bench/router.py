@@ -1,6 +1,6 @@
 """``ragtune bench router``: what the router costs, and what each route costs.
 
-Three measurements (issue 5, section 4):
+Three measurements of the router:
 
 1. **Decision overhead** (pure, no I/O): reading the query's cues, computing the signals
    from ``k`` search hits and :func:`~.decision.decide`, per query, on fresh query texts

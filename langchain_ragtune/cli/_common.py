@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["add_json_flag", "add_namespace_arg", "open_store", "parse_namespace", "print_json",
+__all__ = ["add_json_flag", "add_namespace_arg", "add_quiet_flag", "add_teacher_arg",
+           "add_training_args", "open_store", "parse_namespace", "print_json",
            "stop_cleanly_on_sigterm", "stop_event_on_signals", "write_json"]
 
 
@@ -48,6 +49,28 @@ def add_namespace_arg(parser: argparse.ArgumentParser, *, required: bool = True,
                       help: str = "the namespace, e.g. user-42 or org/user-42") -> None:
     """Add ``--namespace``/``-n``, spelled as :func:`parse_namespace` reads it."""
     parser.add_argument("--namespace", "-n", required=required, help=help)
+
+
+def add_teacher_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--teacher``: who writes the distilled questions (``DistillConfig.teacher``)."""
+    parser.add_argument("--teacher", help="'local' (the base model, default), 'none' "
+                                          "(extractive only), or a chat model such as "
+                                          "openai:gpt-4o-mini")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mode``, ``--epochs`` and ``--max-steps`` (``TrainConfig``), as ``ragtune train``
+    and ``ragtune refresh`` both take them."""
+    parser.add_argument("--mode", choices=("continue", "retrain"),
+                        help="continue the current adapter or train a fresh one (default: "
+                             "continue when possible)")
+    parser.add_argument("--epochs", type=float, help="passes over the data (3)")
+    parser.add_argument("--max-steps", type=int, help="stop training after this many steps")
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet``: no progress bars or progress lines on stderr."""
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def parse_namespace(text: str) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from langchain_ragtune.cli._common import add_json_flag, open_store, parse_namespace, print_json
+from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, add_quiet_flag,
+                                           add_teacher_arg, open_store, parse_namespace, print_json)
 
 __all__ = ["register"]
 
@@ -25,9 +26,8 @@ def register(subparsers: Any) -> None:
                     "(plus a replay sample of older ones) into chat examples: local, global, "
                     "broader and digest questions (RAG-Tuned-LLM recipe), stored as the "
                     "namespace's next dataset version in PostgreSQL.")
-    p.add_argument("--namespace", help="the namespace, e.g. user-42 or org/user-42")
-    p.add_argument("--teacher", help="'local' (the base model, default), 'none' (extractive "
-                                     "only), or a chat model such as openai:gpt-4o-mini")
+    add_namespace_arg(p, required=False)
+    add_teacher_arg(p)
     p.add_argument("--after-seq", type=int, help="treat memories after this seq as new "
                                                  "(default: the current adapter's watermark)")
     p.add_argument("--all", action="store_true", help="distill the whole history (--after-seq 0)")
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset", type=int, help="export this stored dataset instead of distilling")
     p.add_argument("--jsonl", metavar="PATH", help="also write the examples as JSON lines")
     p.add_argument("--dry-run", action="store_true", help="do not store the dataset")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_distill)
 

@@ -14,8 +14,9 @@ import sys
 import threading
 from typing import Any
 
-from langchain_ragtune.cli._common import (add_json_flag, open_store, parse_namespace, print_json,
-                                           stop_event_on_signals)
+from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, add_quiet_flag,
+                                           add_teacher_arg, add_training_args, open_store,
+                                           parse_namespace, print_json, stop_event_on_signals)
 
 __all__ = ["register"]
 
@@ -30,16 +31,14 @@ def register(subparsers: Any) -> None:
         "refresh", help="distill -> train -> validate -> publish a namespace's adapter",
         description="Bring a namespace's LoRA adapter up to date with its memories. Does "
                     "nothing when nothing is new; one refresh per namespace at a time.")
-    p.add_argument("--namespace", required=True, help="the namespace, e.g. user-42")
-    p.add_argument("--teacher", help="'local' (default), 'none', or e.g. openai:gpt-4o-mini")
-    p.add_argument("--mode", choices=("continue", "retrain"), help="default: automatic")
+    add_namespace_arg(p)
+    add_teacher_arg(p)
+    add_training_args(p)
     p.add_argument("--max-examples", type=int, help="cap the training examples")
-    p.add_argument("--epochs", type=float, help="passes over the data (3)")
-    p.add_argument("--max-steps", type=int, help="stop training after this many steps")
     p.add_argument("--force", action="store_true", help="run even when nothing is new")
     p.add_argument("--no-handover", action="store_true",
                    help="register the new version as ready without switching serving")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_refresh)
 
@@ -68,7 +67,7 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
                    help="refresh a namespace once it has this many new memories")
     p.add_argument("--namespace", action="append", default=[],
                    help="only these namespaces (repeatable; default all)")
-    p.add_argument("--teacher", help="'local' (default), 'none', or a chat model string")
+    add_teacher_arg(p)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,7 +83,7 @@ def _refresh(args: argparse.Namespace) -> int:
     from langchain_ragtune.config import ModelConfig
     from langchain_ragtune.distill.pipeline import DistillConfig
     from langchain_ragtune.jobs.refresh import refresh
-    from langchain_ragtune.tuning.publish import describe_canaries
+    from langchain_ragtune.tuning.canaries import describe_canaries
     from langchain_ragtune.tuning.train import TrainConfig
 
     quiet = args.quiet or args.json

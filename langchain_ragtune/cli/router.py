@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from langchain_ragtune.cli._common import (add_json_flag, open_store, parse_namespace, print_json,
-                                           stop_cleanly_on_sigterm)
+from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, open_store,
+                                           parse_namespace, print_json, stop_cleanly_on_sigterm)
 
 
 __all__ = ["register"]
@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
 
     dec = sub.add_parser("decide", help="show the route, reasons and scores for a query")
     dec.add_argument("query")
-    dec.add_argument("--namespace", required=True, help="e.g. user-42 or org/user-42")
+    add_namespace_arg(dec)
     add_json_flag(dec)
     dec.set_defaults(handler=_decide)
     router.set_defaults(handler=lambda args: (router.print_help(), 2)[1])
@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
                     "generate -> remember). Attaches to RAGTUNE_VLLM_URLS or the configured "
                     "server, starts one if none answers, or uses the in-process backend "
                     "with --local. Type /quit to leave, /why to toggle the scores.")
-    chat.add_argument("--namespace", required=True, help="e.g. user-42 or org/user-42")
+    add_namespace_arg(chat)
     chat.add_argument("--local", action="store_true",
                       help="answer with the in-process transformers backend (no vLLM)")
     chat.add_argument("--no-remember", action="store_true",

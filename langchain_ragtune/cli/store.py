@@ -135,7 +135,7 @@ def register(sub: Any) -> None:
     """Add the store's subcommands to the ``ragtune`` parser."""
     p = sub.add_parser("add", help="remember one text in a namespace")
     p.add_argument("text")
-    p.add_argument("--namespace", "-n", required=True, help="e.g. user-42 or org/user-42")
+    add_namespace_arg(p)
     p.add_argument("--speaker")
     p.add_argument("--role", default="human", choices=["human", "ai", "system", "note"])
     p.add_argument("--at", help="when it was said (ISO-8601 date or time)")
@@ -158,7 +158,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("search", help="hybrid search in a namespace")
     p.add_argument("query")
-    p.add_argument("--namespace", "-n", required=True)
+    add_namespace_arg(p)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--mode", default="hybrid", choices=["hybrid", "vector", "keyword"])
     p.add_argument("--window", type=int, default=0, help="turns of context around each hit")
@@ -166,7 +166,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_search)
 
     p = sub.add_parser("forget", help="hard-delete a namespace: memories, datasets, adapters")
-    p.add_argument("--namespace", "-n", required=True)
+    add_namespace_arg(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     add_json_flag(p)
     p.set_defaults(handler=cmd_forget)

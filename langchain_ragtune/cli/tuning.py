@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from langchain_ragtune.cli._common import add_json_flag, open_store, parse_namespace, print_json
+from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, add_quiet_flag,
+                                           add_training_args, open_store, parse_namespace,
+                                           print_json)
 
 __all__ = ["register"]
 
@@ -26,13 +28,9 @@ def register(subparsers: Any) -> None:
                     "validate it against vLLM's limits, evaluate it closed-book against the "
                     "current version (the gate), move it into place atomically and register it "
                     "as 'ready' (or 'rejected'). It does not switch serving unless --publish.")
-    p.add_argument("--namespace", required=True, help="the namespace, e.g. user-42")
+    add_namespace_arg(p)
     p.add_argument("--dataset", type=int, help="dataset id (default: the newest)")
-    p.add_argument("--mode", choices=("continue", "retrain"),
-                   help="continue the current adapter or train a fresh one (default: continue "
-                        "when possible)")
-    p.add_argument("--epochs", type=float, help="passes over the data (3)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    add_training_args(p)
     p.add_argument("--batch-size", type=int, help="examples per step (8)")
     p.add_argument("--learning-rate", type=float, help="peak learning rate (1e-3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
@@ -41,14 +39,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-gate", action="store_true", help="register even if the gate fails")
     p.add_argument("--publish", action="store_true",
                    help="hand a ready version over to serving (or switch the pointer)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from langchain_ragtune.config import ModelConfig
-    from langchain_ragtune.tuning.publish import GateConfig, describe_canaries, train_namespace
+    from langchain_ragtune.tuning.canaries import describe_canaries
+    from langchain_ragtune.tuning.gate import GateConfig, train_namespace
     from langchain_ragtune.tuning.train import TrainConfig
 
     model_config = ModelConfig.from_env()

@@ -63,7 +63,7 @@ class TuneSettings:
     Attributes:
         distill: :class:`~langchain_ragtune.distill.pipeline.DistillConfig` fields.
         train: :class:`~langchain_ragtune.tuning.train.TrainConfig` fields.
-        gate: :class:`~langchain_ragtune.tuning.publish.GateConfig` fields.
+        gate: :class:`~langchain_ragtune.tuning.gate.GateConfig` fields.
         seed: the training seed (``TrainConfig.seed`` and distillation sampling).
 
     Example:
@@ -234,7 +234,7 @@ class ConversationMemory:
     def _train(self, ns: tuple[str, ...], *, publish: bool) -> dict[str, Any]:
         from langchain_ragtune.distill.pipeline import DistillConfig
         from langchain_ragtune.jobs.refresh import refresh
-        from langchain_ragtune.tuning.publish import GateConfig
+        from langchain_ragtune.tuning.gate import GateConfig
         from langchain_ragtune.tuning.registry import AdapterRegistry
         from langchain_ragtune.tuning.train import TrainConfig
 

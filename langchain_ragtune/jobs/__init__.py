@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_ragtune._lazy import lazy_exports
 
 from langchain_ragtune.jobs.refresh import RefreshResult, refresh
 
@@ -24,9 +26,5 @@ if TYPE_CHECKING:  # pragma: no cover  (the real class, for type checkers)
     from langchain_ragtune.jobs.scheduler import RefreshScheduler
 
 
-def __getattr__(name: str) -> Any:  # the scheduler imports APScheduler/SQLAlchemy on use
-    if name == "RefreshScheduler":
-        from langchain_ragtune.jobs.scheduler import RefreshScheduler
-
-        return RefreshScheduler
-    raise AttributeError(f"module 'langchain_ragtune.jobs' has no attribute {name!r}")
+# The scheduler imports APScheduler and SQLAlchemy: on first use only.
+__getattr__ = lazy_exports(__name__, {"RefreshScheduler": "langchain_ragtune.jobs.scheduler"})

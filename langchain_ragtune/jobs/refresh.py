@@ -30,10 +30,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from langchain_ragtune.errors import NamespaceBusyError, RagtuneError
 from langchain_ragtune.store.types import namespace_str, validate_namespace
+
+if TYPE_CHECKING:  # the real classes for type checkers; refresh() imports them when it runs
+    from langchain_ragtune.config import ModelConfig, ServeConfig
+    from langchain_ragtune.distill.pipeline import DistillConfig
+    from langchain_ragtune.distill.teacher import Teacher
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.tuning.gate import GateConfig
+    from langchain_ragtune.tuning.registry import AdapterRecord
+    from langchain_ragtune.tuning.train import TrainConfig
+
+#: The handover a refresh ends with: given the new version that passed the gate.
+PublishFn = Callable[["AdapterRecord"], Any]
 
 __all__ = ["RefreshResult", "default_publisher", "refresh"]
 
@@ -99,7 +112,7 @@ class RefreshResult:
         }
 
 
-def default_publisher(store: Any, serve_config: Any = None) -> Callable[[Any], Any]:
+def default_publisher(store: MemoryStore, serve_config: ServeConfig | None = None) -> PublishFn:
     """The handover used when ``refresh(publish=...)`` is not given.
 
     With a vLLM endpoint configured (``RAGTUNE_VLLM_URLS``) or a local ``ragtune serve``
@@ -131,7 +144,7 @@ def default_publisher(store: Any, serve_config: Any = None) -> Callable[[Any], A
     return serving_publish
 
 
-def _local_server_up(config: Any) -> bool:
+def _local_server_up(config: ServeConfig) -> bool:
     import httpx
 
     try:
@@ -147,11 +160,15 @@ def _say(msg: str) -> None:
     print(f"ragtune refresh: {msg}", file=sys.stderr, flush=True)
 
 
-def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
-            train_config: Any = None, gate_config: Any = None, model_config: Any = None,
-            serve_config: Any = None, mode: str | None = None, teacher: Any = ...,
-            publish: Any = ..., trainer: Callable[..., Any] | None = None,
-            evaluator: Any = None, callbacks: Any = (), adapters_dir: Any = None,
+def refresh(namespace: Sequence[str], *, store: MemoryStore | None = None,
+            distill_config: DistillConfig | None = None,
+            train_config: TrainConfig | None = None, gate_config: GateConfig | None = None,
+            model_config: ModelConfig | None = None, serve_config: ServeConfig | None = None,
+            mode: Literal["continue", "retrain"] | None = None,
+            teacher: str | Teacher | None = ...,  # type: ignore[assignment]  # ... = config's
+            publish: PublishFn | None = ...,  # type: ignore[assignment]  # ... = default
+            trainer: Callable[..., Any] | None = None, evaluator: Any = None,
+            callbacks: Sequence[Any] = (), adapters_dir: str | Path | None = None,
             force: bool = False, progress: bool = False,
             raise_busy: bool = False) -> RefreshResult:
     """Bring a namespace's adapter up to date with its memories.
@@ -161,7 +178,7 @@ def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
         store: a memory store; ``None`` opens one from the environment (and closes it).
         distill_config: :class:`~langchain_ragtune.distill.pipeline.DistillConfig`.
         train_config: :class:`~langchain_ragtune.tuning.train.TrainConfig`.
-        gate_config: :class:`~langchain_ragtune.tuning.publish.GateConfig`.
+        gate_config: :class:`~langchain_ragtune.tuning.gate.GateConfig`.
         model_config, serve_config: the base model / adapters folder, and the serving limits.
         mode: ``"continue"`` from the current adapter, ``"retrain"`` from scratch, or None
             (continue when possible; retrain when memories the adapter learned were
@@ -209,10 +226,14 @@ def refresh(namespace: Any, *, store: Any = None, distill_config: Any = None,
     return result
 
 
-def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, train_config: Any,
-                    gate_config: Any, model_config: Any, serve_config: Any, mode: str | None,
-                    teacher: Any, publish: Any, trainer: Any, evaluator: Any, callbacks: Any,
-                    adapters_dir: Any, force: bool, progress: bool) -> RefreshResult:
+def _refresh_locked(ns: tuple[str, ...], store: MemoryStore, *,
+                    distill_config: DistillConfig | None, train_config: TrainConfig | None,
+                    gate_config: GateConfig | None, model_config: ModelConfig | None,
+                    serve_config: ServeConfig | None, mode: str | None,
+                    teacher: str | Teacher | None, publish: PublishFn | None,
+                    trainer: Callable[..., Any] | None, evaluator: Any,
+                    callbacks: Sequence[Any], adapters_dir: str | Path | None, force: bool,
+                    progress: bool) -> RefreshResult:
     from langchain_ragtune.config import ModelConfig, ServeConfig
     from langchain_ragtune.distill.dataset import get_dataset
     from langchain_ragtune.distill.pipeline import DistillConfig, distill
@@ -266,7 +287,7 @@ def _refresh_locked(ns: tuple[str, ...], store: Any, *, distill_config: Any, tra
             f"rejections: {dist.stats.get('rejected')}")
         return res
 
-    from langchain_ragtune.tuning.publish import train_namespace
+    from langchain_ragtune.tuning.gate import train_namespace
 
     say(f"distilled {sum(res.examples.values())} examples {res.examples} in "
         f"{res.seconds['distill']:.0f} s; training ({mode})")

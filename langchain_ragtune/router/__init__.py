@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_ragtune._lazy import lazy_exports
 
 from langchain_ragtune.router.decision import (
     ROUTES,
@@ -69,10 +71,4 @@ if TYPE_CHECKING:  # pragma: no cover
                                                 memory_graph_builder, memory_system_message)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'langchain_ragtune.router' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

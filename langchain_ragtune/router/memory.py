@@ -44,7 +44,8 @@ from langchain_ragtune.errors import (
     ServingError,
     StoreError,
 )
-from langchain_ragtune.router.decision import NamespaceState, RouteDecision, Signals, decide
+from langchain_ragtune.router.decision import decide
+from langchain_ragtune.router.types import NamespaceState, RouteDecision, Signals
 from langchain_ragtune.router.prompts import (format_context, last_turns, system_prompt,
                                               user_prompt)
 from langchain_ragtune.router.query import analyze_query, is_echo
@@ -453,7 +454,7 @@ class MemoryRouter:
         signals = (Signals.from_results(feats, results, config=self.config,
                                         query_embedding=embedding)
                    if state.store_available else None)
-        decision = decide(feats, state, signals, self.config)
+        decision = decide(feats, state, signals, self.config, policy=self._policy())
         raw = self._cached_state(state.namespace, fresh=False)
         if state.adapter is None and raw is not None and raw.adapter \
                 and self._missing.get(raw.adapter, 0.0) > time.monotonic():
@@ -472,12 +473,30 @@ class MemoryRouter:
                            backend="local" if local else "vllm",
                            timings_ms={k: round(v, 3) for k, v in t.items()})
 
-    def _skip_search(self, query: str) -> bool:
+    def _should_search(self, state: NamespaceState, query: str) -> bool:
         # Small talk is answered without memory whatever the search finds: save the search.
-        return self.config.allow_none and analyze_query(query).smalltalk
+        return state.store_available and not (self.config.allow_none
+                                              and analyze_query(query).smalltalk)
+
+    def _store_failed(self, exc: Exception, state: NamespaceState) -> NamespaceState:
+        """The state after a failed search: PostgreSQL marked down (the decision then falls
+        back), or ``exc`` re-raised when it is not the store being down."""
+        if not _store_down(exc):
+            raise exc
+        self.mark_store_down(exc)
+        return replace(state, store_available=False)
 
     def _needs_embedding(self) -> bool:
         return self.config.router_policy == "learned"
+
+    def _policy(self) -> Any:
+        """The learned policy when the config asks for one (loaded once per file version),
+        so the decision itself reads no file."""
+        if self.config.router_policy != "learned":
+            return None
+        from langchain_ragtune.router.learned import load_policy
+
+        return load_policy(self.config.router_policy_path)
 
     def route(self, query: str, namespace: Any, *, with_context: bool = True) -> RouteResult:
         """Decide how to answer ``query`` for ``namespace`` and gather its context.
@@ -495,10 +514,10 @@ class MemoryRouter:
         t: dict[str, float] = {}
         t0 = time.perf_counter()
         state = self.namespace_state(namespace)
-        t["state"] = (time.perf_counter() - t0) * 1000
+        t["state"] = _ms_since(t0)
         results: list[Any] = []
         embedding = None
-        if state.store_available and not self._skip_search(query):
+        if self._should_search(state, query):
             t0 = time.perf_counter()
             try:
                 results = self.store.search(state.namespace, query, k=self.config.k,
@@ -506,11 +525,8 @@ class MemoryRouter:
                 if self._needs_embedding():
                     embedding = self.store.embeddings.embed_query(query)
             except Exception as exc:
-                if not _store_down(exc):
-                    raise
-                self.mark_store_down(exc)
-                state = replace(state, store_available=False)
-            t["search"] = (time.perf_counter() - t0) * 1000
+                state = self._store_failed(exc, state)
+            t["search"] = _ms_since(t0)
         return self._finish(query, state, results, embedding, t, with_context)
 
     async def aroute(self, query: str, namespace: Any, *, with_context: bool = True
@@ -522,10 +538,10 @@ class MemoryRouter:
         t: dict[str, float] = {}
         t0 = time.perf_counter()
         state = await self.anamespace_state(namespace)
-        t["state"] = (time.perf_counter() - t0) * 1000
+        t["state"] = _ms_since(t0)
         results: list[Any] = []
         embedding = None
-        if state.store_available and not self._skip_search(query):
+        if self._should_search(state, query):
             t0 = time.perf_counter()
             try:
                 results = await self.store.search(state.namespace, query, k=self.config.k,
@@ -533,11 +549,8 @@ class MemoryRouter:
                 if self._needs_embedding():
                     embedding = await asyncio.to_thread(self.store.embeddings.embed_query, query)
             except Exception as exc:
-                if not _store_down(exc):
-                    raise
-                self.mark_store_down(exc)
-                state = replace(state, store_available=False)
-            t["search"] = (time.perf_counter() - t0) * 1000
+                state = self._store_failed(exc, state)
+            t["search"] = _ms_since(t0)
         return self._finish(query, state, results, embedding, t, with_context)
 
     def force(self, result: RouteResult, route: str, *, adapter: str | None = None,
@@ -679,3 +692,7 @@ class MemoryRouter:
                 new.decision.fallbacks.insert(0, f)
         new.decision.scores["first_route"] = old.route
         return new
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

@@ -5,8 +5,9 @@
 * :class:`Publisher` (:mod:`.publisher`): validate, load under a new name, canary, switch the
   pointer in PostgreSQL, drain, unload; and reconcile after a restart.
 * :func:`start_server` / :func:`serving_endpoints` (:mod:`.launcher`): start vLLM or attach.
-* :class:`VLLMAdminClient` / :class:`AsyncVLLMAdminClient` and :func:`validate_adapter`
-  (:mod:`.client`): the runtime LoRA endpoints and the checks made before them.
+* :class:`VLLMAdminClient` / :class:`AsyncVLLMAdminClient` (:mod:`.client`): the runtime
+  LoRA endpoints; :func:`validate_adapter` (the one validator,
+  :mod:`langchain_ragtune.tuning.validate`): the checks made before them.
 * :mod:`.cpu_lora_fix`: the vLLM plugin fixing the CPU LoRA "-1 index" bug.
 
 Names resolve lazily: importing this package imports neither torch nor vLLM.
@@ -18,19 +19,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_ragtune._lazy import lazy_exports
 
 _EXPORTS = {
-    "create_chat_model": "chat",
-    "InProcessChatModel": "chat",
-    "Publisher": "publisher",
-    "PublishResult": "publisher",
-    "start_server": "launcher",
-    "serving_endpoints": "launcher",
-    "VLLMServer": "launcher",
-    "VLLMAdminClient": "client",
-    "AsyncVLLMAdminClient": "client",
-    "validate_adapter": "client",
+    "create_chat_model": "langchain_ragtune.serving.chat",
+    "InProcessChatModel": "langchain_ragtune.serving.chat",
+    "Publisher": "langchain_ragtune.serving.publisher",
+    "PublishResult": "langchain_ragtune.serving.publisher",
+    "start_server": "langchain_ragtune.serving.launcher",
+    "serving_endpoints": "langchain_ragtune.serving.launcher",
+    "VLLMServer": "langchain_ragtune.serving.launcher",
+    "VLLMAdminClient": "langchain_ragtune.serving.client",
+    "AsyncVLLMAdminClient": "langchain_ragtune.serving.client",
+    "validate_adapter": "langchain_ragtune.tuning.validate",
 }
 
 # Literal, as type checkers need (see the package's __init__); the test of the public API
@@ -50,16 +53,10 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_ragtune.serving.chat import InProcessChatModel, create_chat_model
-    from langchain_ragtune.serving.client import (AsyncVLLMAdminClient, VLLMAdminClient,
-                                                  validate_adapter)
+    from langchain_ragtune.serving.client import AsyncVLLMAdminClient, VLLMAdminClient
+    from langchain_ragtune.tuning.validate import validate_adapter
     from langchain_ragtune.serving.launcher import VLLMServer, serving_endpoints, start_server
     from langchain_ragtune.serving.publisher import Publisher, PublishResult
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'langchain_ragtune.serving' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"langchain_ragtune.serving.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

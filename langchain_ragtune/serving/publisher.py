@@ -4,7 +4,7 @@ Publishing a new version of a namespace's adapter, in this order, so that any fa
 leaves the old version serving:
 
 1. **validate** the folder against the server's limits and the base model
-   (:func:`~langchain_ragtune.serving.client.validate_adapter`), before vLLM sees it;
+   (:func:`~langchain_ragtune.tuning.validate.validate_adapter`), before vLLM sees it;
 2. **load** it under its own, never reused name on every endpoint (never ``load_inplace``:
    an in-place reload under load returned corrupted answers);
 3. **canary**: ask each endpoint the version's canary questions and check the answers
@@ -27,7 +27,7 @@ restarted): it loads the current version of the most recently switched namespace
 and unloads registered versions that are no longer current.
 
 **Scored canaries.** A canary recorded with the adapter's own ``answer`` (the training
-pipeline records it; see :func:`~langchain_ragtune.tuning.publish.published_canaries`) is
+pipeline records it; see :func:`~langchain_ragtune.tuning.canaries.published_canaries`) is
 checked by teacher forcing: the question's prompt followed by that answer up to the end of
 the expected text is scored by the new name (``prompt_logprobs``), and the canary passes
 when every answer token has rank 1, i.e. it is exactly what greedy decoding would generate.
@@ -64,12 +64,15 @@ from typing import Any
 
 from langchain_ragtune.config import ServeConfig
 from langchain_ragtune.errors import (
+    AdapterLoadError,
     AdapterValidationError,
     EndpointUnreachableError,
     PublishError,
     ServingError,
 )
-from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient, validate_adapter
+from langchain_ragtune.serving.client import VLLMAdminClient
+from langchain_ragtune.tuning.canaries import answer_matches, canary_continuation
+from langchain_ragtune.tuning.validate import validate_adapter
 
 __all__ = [
     "CanaryProbe",
@@ -82,42 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_SPACE = re.compile(r"\s+")
-
-
-def answer_matches(answer: str, expected: str) -> bool:
-    """Whether a canary answer contains the expected text (case and spacing ignored).
-
-    Example:
-        >>> answer_matches("Your dog is named  BISCUIT.", "biscuit")
-        True
-    """
-    norm = lambda s: _SPACE.sub(" ", s.casefold()).strip()
-    return bool(expected.strip()) and norm(expected) in norm(answer)
-
-
-def canary_continuation(answer: str, expected: str) -> str | None:
-    """A recorded canary answer cut right after its expected text (``None``: not in it).
-
-    This is what the scored check asks the new adapter to reproduce token for token.
-
-    Example:
-        >>> canary_continuation("Your dog is named Biscuit. He is three.", "biscuit")
-        'Your dog is named Biscuit'
-        >>> canary_continuation("I do not know.", "Biscuit") is None
-        True
-    """
-    expected = expected.strip()
-    if not answer or not expected:
-        return None
-    lowered = answer.lower()
-    # Case-insensitive unless lower-casing shifts indices (a few characters, e.g. "İ").
-    if len(lowered) == len(answer):
-        at = lowered.find(expected.lower())
-    else:
-        at = answer.find(expected)
-    return answer[: at + len(expected)] if at >= 0 else None
 
 
 @dataclass(frozen=True)

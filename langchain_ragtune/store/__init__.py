@@ -7,7 +7,9 @@
 * :mod:`~langchain_ragtune.store.embedded`: the embedded PostgreSQL default.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_ragtune._lazy import lazy_exports
 
 from langchain_ragtune.store.types import Memory, SearchResult, Turn
 from langchain_ragtune.store.sync import MemoryStore
@@ -23,17 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover  (the real classes, for type checkers)
     from langchain_ragtune.store.retriever import MemoryRetriever
 
 
-def __getattr__(name: str) -> Any:  # the async store and retriever load on first use
-    if name == "AsyncMemoryStore":
-        from langchain_ragtune.store.aio import AsyncMemoryStore
-
-        return AsyncMemoryStore
-    if name == "RagtuneStore":
-        from langchain_ragtune.store.langgraph import RagtuneStore
-
-        return RagtuneStore
-    if name == "MemoryRetriever":
-        from langchain_ragtune.store.retriever import MemoryRetriever
-
-        return MemoryRetriever
-    raise AttributeError(f"module 'langchain_ragtune.store' has no attribute {name!r}")
+# The async store, the retriever and LangGraph's BaseStore load on first use.
+__getattr__ = lazy_exports(__name__, {
+    "AsyncMemoryStore": "langchain_ragtune.store.aio",
+    "MemoryRetriever": "langchain_ragtune.store.retriever",
+    "RagtuneStore": "langchain_ragtune.store.langgraph",
+})

@@ -7,7 +7,7 @@ sets torch's thread count explicitly, and runs on CPU or GPU (bf16 there).
 
 The adapter is written to the folder it is given, which the caller makes temporary: only a
 complete, validated folder is renamed into place and registered (see
-:mod:`~langchain_ragtune.tuning.publish`).
+:mod:`~langchain_ragtune.tuning.gate`).
 
 Example:
     >>> from langchain_ragtune.tuning.train import TrainConfig, train_adapter   # doctest: +SKIP

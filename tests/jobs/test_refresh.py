@@ -17,7 +17,7 @@ from langchain_ragtune.errors import NamespaceBusyError, TrainingError
 from langchain_ragtune.eval.locomo import load_sample, to_turns
 from langchain_ragtune.jobs.refresh import refresh
 from langchain_ragtune.store.types import Turn
-from langchain_ragtune.tuning.publish import GateConfig, adapter_home
+from langchain_ragtune.tuning.gate import GateConfig, adapter_home
 from langchain_ragtune.tuning.registry import AdapterRegistry
 
 DCFG = DistillConfig(teacher=None, canaries=2)

@@ -17,7 +17,7 @@ import pytest
 from langchain_ragtune.distill.pipeline import DistillConfig, distill
 from langchain_ragtune.jobs.refresh import refresh
 from langchain_ragtune.store.types import Turn
-from langchain_ragtune.tuning.publish import GateConfig, adapter_home
+from langchain_ragtune.tuning.gate import GateConfig, adapter_home
 from langchain_ragtune.tuning.registry import AdapterRegistry
 from langchain_ragtune.tuning.train import TrainConfig
 

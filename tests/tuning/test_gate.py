@@ -6,7 +6,8 @@ import pytest
 
 from langchain_ragtune.errors import ConfigError
 from langchain_ragtune.tuning.evaluate import accuracy, canary_span, check_canary, gate
-from langchain_ragtune.tuning.publish import GateConfig, published_canaries
+from langchain_ragtune.tuning.canaries import published_canaries
+from langchain_ragtune.tuning.gate import GateConfig
 
 
 def test_gate_allows_equal_or_better_and_tolerance():

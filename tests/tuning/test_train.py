@@ -47,7 +47,8 @@ def test_loss_covers_the_assistant_answer_only(base_model):
 @pytest.mark.train
 def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     from langchain_ragtune.tuning.evaluate import AdapterEvaluator
-    from langchain_ragtune.tuning.publish import GateConfig, _steady_canaries, published_canaries
+    from langchain_ragtune.tuning.canaries import published_canaries, steady_canaries
+    from langchain_ragtune.tuning.gate import GateConfig
     from langchain_ragtune.tuning.train import train_adapter
     from langchain_ragtune.tuning.validate import validate_adapter_dir
 
@@ -81,7 +82,7 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     own = ev.greedy_margins(list(zip(questions, plain)), adapter=out)
     assert all(m >= GateConfig().canary_min_margin for m in own), (plain, own)
     # ...and the pipeline's canary selection, with this real evaluator, publishes them
-    kept, unsteady = _steady_canaries(published_canaries(FACTS, plain), ev, out,
+    kept, unsteady = steady_canaries(published_canaries(FACTS, plain), ev, out,
                                       GateConfig().canary_min_margin)
     assert len(kept) == len(FACTS) and not unsteady, (kept, unsteady)
     assert all(c["margin"] >= GateConfig().canary_min_margin for c in kept)

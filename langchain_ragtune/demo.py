@@ -74,14 +74,13 @@ class DemoPlan:
             return cls(quick=True, per_category={4: 2, 2: 2, 1: 0, 3: 1}, max_new_tokens=48,
                        distill={"teacher": None, "teacher_max_chunks": 0, "max_examples": 160,
                                 "canaries": 2},
-                       train={"max_steps": 24, "epochs": 1.0, "batch_size": 8,
-                              "max_seq_len": 256},
+                       train={"max_steps": 40, "epochs": 1.0, "batch_size": 1,
+                              "max_seq_len": 384, "general_replay": 0},
                        gate={"eval_max_questions": 8, "eval_max_new_tokens": 32, "gate": False})
         return cls(quick=False, per_category={4: 4, 2: 3, 1: 2, 3: 2}, max_new_tokens=64,
-                   distill={"teacher": "local", "teacher_max_chunks": 6, "max_examples": 240,
-                            "canaries": 3},
-                   train={"epochs": 2.0, "batch_size": 8, "max_seq_len": 384},
-                   gate={"eval_max_questions": 24, "eval_max_new_tokens": 48})
+                   distill={"teacher": None, "canaries": 3},
+                   train={"epochs": 4.0},
+                   gate={"eval_max_questions": 24, "eval_max_new_tokens": 32})
 
 
 # -- questions ------------------------------------------------------------------------------

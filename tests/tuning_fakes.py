@@ -60,9 +60,15 @@ class FakeEvaluator:
     """Closed-book scores by adapter: the base model (None) and old versions score ``before``,
     the folder being published scores ``after``; every answer's greedy lead is ``margin``."""
 
-    def __init__(self, before: float = 0.1, after: float = 0.8, margin: float = 5.0) -> None:
+    def __init__(self, before: float = 0.1, after: float = 0.8, margin: float = 5.0,
+                 general_kept: float = 1.0) -> None:
         self.before, self.after, self.margin = before, after, margin
+        self.general_kept = general_kept
         self.margin_calls: list[list[tuple[str, str]]] = []
+
+    def general_knowledge(self, adapter, *, cache_dir=None):
+        return {"general_kept": self.general_kept, "general_base_right": 10,
+                "general_questions": 10, "general_lost": []}
 
     def greedy_margins(self, qa, *, adapter=None, system_prompt=...):
         self.margin_calls.append(list(qa))

@@ -2,10 +2,10 @@
 
 Measured on one conversation (``conv-26`` by default), in a throwaway schema:
 
-* distillation: examples per kind, examples per minute, rejection rates per reason, teacher
-  counters (with the local teacher on a bounded number of chunks);
-* training: steps, seconds, seconds per step, loss;
-* closed-book accuracy on the held-out distilled questions, base model vs adapter;
+* distillation: facts, examples per kind, examples per minute, rejection rates per reason;
+* training: steps, seconds, tokens, tokens per second and per fact, loss;
+* what the adapter knows (``knowledge``): trained-fact recall, held-out paraphrase recall
+  (base model vs adapter), general knowledge kept;
 * LoCoMo token F1 of the parametric route alone (no retrieval), base model vs adapter, per
   category (the official scoring from :mod:`langchain_ragtune.eval.metrics`).
 
@@ -61,9 +61,10 @@ def _locomo_f1(evaluator: Any, conv: Any, adapter: Any, categories: tuple[int, .
 
 
 def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-26",
-                         teacher: str | None = "local", teacher_max_chunks: int = 12,
-                         max_examples: int = 480, epochs: float = 2.0, max_steps: int = 0,
-                         batch_size: int = 8, eval_questions: int = 48,
+                         teacher: str | None = None, teacher_max_chunks: int = 12,
+                         max_examples: int = 0, epochs: float | None = None,
+                         max_steps: int = 0, batch_size: int | None = None,
+                         eval_questions: int = 48,
                          locomo_questions: int | None = None,
                          categories: tuple[int, ...] = (1, 2, 3, 4),
                          sessions: int | None = None, train: bool = True, quiet: bool = False,
@@ -73,10 +74,10 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
     Args:
         data: a LoCoMo-format file (default: the shared development set).
         conversation: the conversation's ``sample_id``.
-        teacher: ``"local"``, ``None``/``"none"``, or a chat model string.
+        teacher: ``None``/``"none"`` (the default recipe), ``"local"``, or a chat model string.
         teacher_max_chunks: chunks the teacher sees (bounds its time).
-        max_examples: training examples kept (stratified sample).
-        epochs, max_steps, batch_size: training length.
+        max_examples: training examples kept (stratified sample; 0 keeps all).
+        epochs, max_steps, batch_size: training length (``TrainConfig``'s defaults when None).
         eval_questions: held-out distilled questions evaluated closed-book.
         locomo_questions: LoCoMo questions asked (None = all of ``categories``).
         categories: LoCoMo categories asked (1-4 by default; 5 is adversarial).
@@ -164,8 +165,10 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
 
                 run_cfg = ModelConfig(base_model=str(resolve_base_model(model_cfg)), home=home,
                                       torch_threads=model_cfg.torch_threads)
-            tcfg = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                               torch_threads=model_cfg.torch_threads, progress=not quiet)
+            overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size))
+                         if v is not None}
+            tcfg = TrainConfig(max_steps=max_steps, torch_threads=model_cfg.torch_threads,
+                               progress=not quiet, **overrides)
             _say(quiet, f"training on {dist.stats['train']} examples")
             outcome = train_namespace(ns, store=store, dataset_id=dist.dataset.id,
                                       mode="retrain", train_config=tcfg,
@@ -177,7 +180,17 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
             out["train"] = {"steps": m["steps"], "seconds": m["train_seconds"],
                             "seconds_per_step": round(m["train_seconds"] / max(1, m["steps"]), 2),
                             "examples": m["examples"], "tokens": m["tokens"],
-                            "loss": m["train_loss"], "device": m["device"]}
+                            "train_tokens": m["train_tokens"],
+                            "train_tokens_per_s": m["train_tokens_per_s"],
+                            "tokens_per_fact": m["tokens_per_fact"],
+                            "loss": m["train_loss"], "device": m["device"],
+                            "epochs": tcfg.epochs, "learning_rate": tcfg.learning_rate,
+                            "pack_pairs": tcfg.pack_pairs}
+            out["knowledge"] = {k: m.get(k) for k in (
+                "facts", "trained_fact_questions", "trained_fact_recall_before",
+                "trained_fact_recall", "paraphrase_recall_before", "paraphrase_recall",
+                "general_kept", "general_base_right", "general_questions", "general_lost",
+                "trained_fact_sample")}
             out["closed_book"] = {"heldout_questions": m["heldout_questions"],
                                   "before": m["closed_book_before"],
                                   "after": m["closed_book_after"],
@@ -193,6 +206,7 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
                 "before": _locomo_f1(ev, conv, None, categories, locomo_questions),
                 "after": _locomo_f1(ev, conv, outcome.record.path, categories, locomo_questions),
                 "categories": list(categories)}
+            out["refresh_seconds"] = round(secs + m["train_seconds"] + m["eval_seconds"], 1)
     finally:
         try:
             store.drop_schema()

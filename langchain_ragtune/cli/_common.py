@@ -53,8 +53,8 @@ def add_namespace_arg(parser: argparse.ArgumentParser, *, required: bool = True,
 
 def add_teacher_arg(parser: argparse.ArgumentParser) -> None:
     """Add ``--teacher``: who writes the distilled questions (``DistillConfig.teacher``)."""
-    parser.add_argument("--teacher", help="'local' (the base model, default), 'none' "
-                                          "(extractive only), or a chat model such as "
+    parser.add_argument("--teacher", help="'none' (facts by rules, the default), 'local' (the "
+                                          "base model adds pairs), or a chat model such as "
                                           "openai:gpt-4o-mini")
 
 

@@ -84,6 +84,7 @@ def _refresh(args: argparse.Namespace) -> int:
     from langchain_ragtune.distill.pipeline import DistillConfig
     from langchain_ragtune.jobs.refresh import refresh
     from langchain_ragtune.tuning.canaries import describe_canaries
+    from langchain_ragtune.tuning.gate import describe_knowledge
     from langchain_ragtune.tuning.train import TrainConfig
 
     quiet = args.quiet or args.json
@@ -116,6 +117,7 @@ def _refresh(args: argparse.Namespace) -> int:
                   f"canaries {m.get('canary_before')} -> {m.get('canary_after')} "
                   f"({describe_canaries(m)}), "
                   f"train {m.get('train_seconds')} s")
+            print(f"  {describe_knowledge(m)}")
         if result.seconds:
             print("  seconds: " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
     if result.status == "busy":

@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from langchain_ragtune.config import ModelConfig
     from langchain_ragtune.tuning.canaries import describe_canaries
-    from langchain_ragtune.tuning.gate import GateConfig, train_namespace
+    from langchain_ragtune.tuning.gate import GateConfig, describe_knowledge, train_namespace
     from langchain_ragtune.tuning.train import TrainConfig
 
     model_config = ModelConfig.from_env()
@@ -86,6 +86,7 @@ def _train(args: argparse.Namespace) -> int:
                   f"{m['train_loss']}, {m['train_seconds']} s on {m['device']}; closed-book "
                   f"{m['closed_book_before']} -> {m['closed_book_after']}, canaries "
                   f"{m['canary_before']} -> {m['canary_after']} ({describe_canaries(m)})"
+                  f"\n  {describe_knowledge(m)}"
                   + (f"\n  gate: {rec.reason}" if rec.reason else ""))
         return 0 if outcome.passed else 1
     finally:

@@ -48,7 +48,8 @@ class Example:
     """One chat training example with its provenance.
 
     Attributes:
-        kind: ``local``, ``global``, ``broader`` or ``digest``.
+        kind: ``local``, ``global``, ``broader``, ``digest``, or ``replay`` (general prompts
+            answered by the base model, mixed in at training time).
         split: ``train`` or ``heldout`` (held-out questions are only evaluated).
         question: the user turn.
         answer: the assistant turn (what the model learns to say).

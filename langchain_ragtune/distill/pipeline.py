@@ -44,10 +44,13 @@ from langchain_ragtune.distill.extract import (
     Draft,
     broader_drafts,
     chunk_memories,
-    digest_drafts,
     extract_entities,
-    global_drafts,
-    local_drafts,
+)
+from langchain_ragtune.distill.facts import (
+    digest_fact_drafts,
+    fact_drafts,
+    facts_from_memories,
+    global_fact_drafts,
 )
 from langchain_ragtune.distill.teacher import Teacher, resolve_teacher
 from langchain_ragtune.distill.text import (
@@ -65,6 +68,11 @@ __all__ = ["DistillConfig", "DistillResult", "build_examples", "distill", "filte
 
 log = logging.getLogger(__name__)
 
+#: What a refresh distills by default: facts asked locally (one turn), globally (per person,
+#: over the whole history) and as monthly digests. ``broader`` (combinations of chunks,
+#: quoted) is opt-in: its long quotes cost training time without teaching facts.
+DEFAULT_KINDS = ("local", "global", "digest")
+
 
 @dataclass(kw_only=True)
 class DistillConfig:
@@ -72,8 +80,9 @@ class DistillConfig:
 
     Attributes:
         kinds: which kinds to make (``local``, ``global``, ``broader``, ``digest``).
-        teacher: ``"local"`` (the base model in-process), ``None``/``"none"`` (extractive
-            only), an ``init_chat_model`` string, or a chat model object.
+        teacher: ``None``/``"none"`` (the default: facts extracted by rules, no model),
+            ``"local"`` (the base model in-process), an ``init_chat_model`` string, or a
+            chat model object; a teacher's pairs are added to the facts'.
         teacher_questions: questions asked of the teacher per chunk.
         teacher_max_chunks: chunks sent to the teacher per run (newest first); bounds the
             time a slow local teacher takes. ``0`` sends none.
@@ -95,8 +104,8 @@ class DistillConfig:
         system_prompt: the system message of every example.
     """
 
-    kinds: tuple[str, ...] = KINDS
-    teacher: Any = "local"
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    teacher: Any = None
     teacher_questions: int = 3
     teacher_max_chunks: int = 24
     teacher_timeout_s: float = 120.0
@@ -219,10 +228,15 @@ def split_drafts(drafts: Sequence[Draft], *, heldout_fraction: float, seed: int
     measures memory, not string recall. Facts with one phrasing always train.
     """
     by_fact: dict[str, list[Draft]] = {}
-    for d in drafts:
-        by_fact.setdefault(d.fact, []).append(d)
     held: set[int] = set()
+    for d in drafts:
+        if d.meta.get("heldout_form"):  # a template never trained: always measured
+            held.add(id(d))
+        else:
+            by_fact.setdefault(d.fact, []).append(d)
     for fact, ds in by_fact.items():
+        if any(d.meta.get("template", "").startswith("fact_") for d in ds):
+            continue  # facts are measured on their held-out forms, and trained on all others
         if len(ds) < 2 or _unit(seed, fact) >= heldout_fraction:
             continue
         pick = next((d for d in ds if d.variant == 1), ds[-1])
@@ -235,17 +249,17 @@ def choose_canaries(drafts: Sequence[tuple[Draft, str]], n: int, *, seed: int,
                     ) -> tuple[list[Example], list[int]]:
     """Pick the namespace's canary questions: previous ones still live, then new ones.
 
-    Canaries are trained ``said_on`` questions about short, informative turns spread over
-    time: facts an adapter that loaded correctly reliably answers, and the base model does
-    not. Returns the carried-over canaries (as examples) and the positions of new ones.
+    Canaries are trained fact questions (the form unique to one fact) with a specific short
+    answer, spread over time: facts an adapter that loaded correctly reliably answers, and
+    the base model does not. Returns the carried-over canaries (as examples) and the positions of new ones.
     """
     carried = [c for c in previous if live_ids is None or set(c.source_ids) <= live_ids][:n]
     have = {c.question for c in carried}
     candidates = [
         (i, d) for i, (d, split) in enumerate(drafts)
-        if split == "train" and d.kind == "local" and d.meta.get("template") == "said_on"
+        if split == "train" and d.kind == "local" and d.meta.get("probe")
         and d.meta.get("origin") == "extractive"
-        and 6 <= len(content_words(d.meta.get("expected", ""))) <= 20
+        and 2 <= len(content_words(d.meta.get("expected", ""))) <= 12
         and d.question not in have
     ]
     need = max(0, n - len(carried))
@@ -337,14 +351,14 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
     started = time.monotonic()
     history = list(history if history is not None else memories)
     chunks = chunk_memories(memories, max_turns=config.chunk_turns, max_chars=config.chunk_chars)
-    holistic = {"global", "broader", "digest"} & set(config.kinds)
-    entities = extract_entities(history) if holistic else []
+    entities = extract_entities(history) if "broader" in config.kinds else []
     drafts: list[Draft] = []
+    facts = facts_from_memories(memories)
+    history_facts = facts_from_memories(history) if history is not memories else facts
     if "local" in config.kinds:
-        for c in chunks:
-            drafts.extend(local_drafts(c, max_answer_chars=min(1000, config.max_answer_chars)))
+        drafts.extend(fact_drafts(facts, contexts={m.id: m.text for m in memories}))
     if "global" in config.kinds:
-        drafts.extend(global_drafts(entities, max_answer_chars=config.max_answer_chars))
+        drafts.extend(global_fact_drafts(history_facts))
     if "broader" in config.kinds:
         hist_chunks = chunk_memories(history, max_turns=config.chunk_turns,
                                      max_chars=config.chunk_chars)
@@ -353,7 +367,7 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
                                       if set(c.source_ids) & in_input], entities,
                                      max_answer_chars=config.max_answer_chars))
     if "digest" in config.kinds:
-        drafts.extend(digest_drafts(history, entities, max_answer_chars=config.max_answer_chars))
+        drafts.extend(digest_fact_drafts(history_facts))
     teacher_secs = 0.0
     if teacher is not None and "local" in config.kinds and config.teacher_max_chunks:
         new_ids = new_ids if new_ids is not None else {m.id for m in memories}

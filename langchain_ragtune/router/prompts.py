@@ -31,6 +31,9 @@ __all__ = [
     "user_prompt",
 ]
 
+# The ``none`` route (no memory involved) asks like the general-knowledge check does.
+from langchain_ragtune.datasets.general import GENERAL_SYSTEM_PROMPT
+
 try:  # the prompt the adapters are trained with (distill is light: no torch)
     from langchain_ragtune.distill.dataset import MEMORY_SYSTEM_PROMPT
 except ImportError:  # pragma: no cover - distill ships with the package
@@ -43,10 +46,6 @@ RETRIEVAL_SYSTEM_PROMPT = (
     "briefly from the memories below, with names and dates. If they do not contain the "
     "answer, say you do not remember.")
 
-#: The ``none`` route: no memory is involved. (Kept plain: with "..., friendly assistant.
-#: Answer briefly." SmolLM2-135M answered "What is the capital of France?" with French
-#: gibberish; with this one, "The capital of France is Paris.")
-GENERAL_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def _date(value: Any) -> str:

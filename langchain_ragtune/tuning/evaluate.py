@@ -27,7 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from langchain_ragtune.distill.dataset import MEMORY_SYSTEM_PROMPT
 from langchain_ragtune.errors import DependencyMissingError
 
-__all__ = ["AdapterEvaluator", "accuracy", "canary_span", "check_canary", "gate"]
+__all__ = ["AdapterEvaluator", "accuracy", "canary_span", "check_canary", "gate",
+           "general_knowledge"]
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,25 @@ def canary_span(answer: str, reference: str, *, min_content_words: int = 1) -> s
 
 
 def gate(before: Mapping[str, float | None], after: Mapping[str, float | None], *,
-         tolerance: float = 0.05) -> tuple[bool, list[str]]:
+         tolerance: float = 0.05, floors: Mapping[str, float] | None = None
+         ) -> tuple[bool, list[str]]:
     """Whether a new version may replace the previous one, and why not.
 
     Every score present in both (``closed_book``, ``canary``) must satisfy
-    ``after >= before - tolerance``. Scores that are None (no questions) are skipped.
+    ``after >= before - tolerance``; every score named in ``floors`` must reach its floor
+    after (``trained_fact_recall``: the adapter learned enough to be worth serving;
+    ``general_kept``: it did not make the model forget what it knew). Scores that are None
+    (no questions) are skipped.
+
+    Example:
+        >>> gate({}, {"general_kept": 0.8}, floors={"general_kept": 0.9})
+        (False, ['general_kept is 0.800, below the floor 0.9'])
     """
     reasons = []
+    for key, floor in sorted((floors or {}).items()):
+        a = after.get(key)
+        if a is not None and a < floor:
+            reasons.append(f"{key} is {a:.3f}, below the floor {floor}")
     for key in sorted(set(before) & set(after)):
         b, a = before[key], after[key]
         if a is None or b is None:
@@ -104,6 +117,47 @@ def gate(before: Mapping[str, float | None], after: Mapping[str, float | None], 
         if a < b - tolerance:
             reasons.append(f"{key} accuracy fell from {b:.3f} to {a:.3f} (tolerance {tolerance})")
     return not reasons, reasons
+
+
+def general_knowledge(evaluator: Any, adapter: str | Path, *,
+                      questions: Sequence[tuple[str, str]] | None = None,
+                      cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """How much of what the base model knows the adapter still answers.
+
+    The base model answers the general set (:mod:`langchain_ragtune.datasets.general`) once
+    per base model and set (cached in ``cache_dir``); the adapter answers the questions the
+    base model got right, under the same plain assistant prompt. Returns ``general_kept`` (share kept),
+    ``general_base_right``, ``general_questions`` and up to five ``general_lost``.
+    """
+    import hashlib
+    import json
+
+    from langchain_ragtune.datasets.general import GENERAL_SYSTEM_PROMPT, load_general_questions
+    from langchain_ragtune.distill.pipeline import is_correct
+
+    qa = list(questions or load_general_questions())
+    key = hashlib.sha256(json.dumps([str(getattr(evaluator, "base_model", "")),
+                                     GENERAL_SYSTEM_PROMPT,
+                                     getattr(evaluator, "max_new_tokens", 0), qa]
+                                    ).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"general-base-{key}.json" if cache_dir else None
+    base_answers: list[str] | None = None
+    if cache is not None and cache.is_file():
+        base_answers = json.loads(cache.read_text(encoding="utf-8"))
+    if base_answers is None or len(base_answers) != len(qa):
+        base_answers = evaluator.answer([q for q, _ in qa], adapter=None,
+                                        system_prompt=GENERAL_SYSTEM_PROMPT)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(base_answers), encoding="utf-8")
+    right = [(q, e) for (q, e), a in zip(qa, base_answers) if is_correct(a, q, e)]
+    answers = evaluator.answer([q for q, _ in right], adapter=adapter,
+                               system_prompt=GENERAL_SYSTEM_PROMPT) if right else []
+    lost = [(q, e, a) for (q, e), a in zip(right, answers) if not is_correct(a, q, e)]
+    return {"general_kept": round(1 - len(lost) / len(right), 4) if right else None,
+            "general_base_right": len(right), "general_questions": len(qa),
+            "general_lost": [{"question": q, "expected": e, "answer": a}
+                             for q, e, a in lost[:5]]}
 
 
 @dataclass
@@ -296,6 +350,11 @@ class AdapterEvaluator:
         """
         return [min(leads) for leads in self.greedy_leads(qa, adapter=adapter,
                                                            system_prompt=system_prompt)]
+
+    def general_knowledge(self, adapter: str | Path, *, cache_dir: str | Path | None = None
+                          ) -> dict[str, Any]:
+        """:func:`general_knowledge` with this evaluator."""
+        return general_knowledge(self, adapter, cache_dir=cache_dir)
 
     def score(self, qa: Sequence[tuple[str, str]], *, adapter: str | Path | None = None,
               progress: bool = False, **kwargs: Any) -> tuple[float | None, list[str]]:

@@ -33,15 +33,17 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from langchain_ragtune.config import ModelConfig, ServeConfig, _from_env
 from langchain_ragtune.errors import ConfigError, DatasetError, TrainingError
 from langchain_ragtune.store.types import namespace_str, validate_namespace
 from langchain_ragtune.tuning.canaries import published_canaries, steady_canaries
 from langchain_ragtune.tuning.registry import AdapterRecord, AdapterRegistry, make_adapter_name
+from langchain_ragtune.tuning.replay import general_replay_examples
 
-__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "train_namespace"]
+__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "describe_knowledge",
+           "train_namespace"]
 
 log = logging.getLogger(__name__)
 _TMP_PREFIX = ".tmp-"
@@ -69,18 +71,32 @@ class GateConfig:
             0.25. A canary answered right by a closer lead is not published (it is listed in
             the metrics' ``canaries_unsteady``): vLLM may answer it otherwise, and the
             publisher would reject a good adapter.
+        min_fact_recall: the least share of its trained facts (one question each, the form
+            unique to the fact) an adapter must state closed-book to be served. Below half,
+            the parametric route would answer most questions about trained facts wrongly,
+            while retrieval answers them from the same history: such a version is recorded
+            ``rejected`` and the previous one (or retrieval) keeps answering.
+        general_min_kept: the least share of the general questions the base model answers
+            right (``datasets/general_questions.json``) that the adapter must still answer.
     """
 
     gate_tolerance: float = 0.05
     eval_max_questions: int = 48
-    eval_max_new_tokens: int = 64
+    eval_max_new_tokens: int = 32
     gate: bool = True
     canary_min_margin: float = 1.0
+    min_fact_recall: float = 0.5
+    general_min_kept: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0 <= self.gate_tolerance <= 1:
             raise ConfigError(f"GateConfig.gate_tolerance={self.gate_tolerance!r} must be in "
                               "[0, 1] (RAGTUNE_GATE_TOLERANCE).")
+        for name in ("min_fact_recall", "general_min_kept"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ConfigError(f"GateConfig.{name}={v!r} must be in [0, 1] "
+                                  f"(RAGTUNE_{name.upper()}).")
         if self.canary_min_margin < 0:
             raise ConfigError(f"GateConfig.canary_min_margin={self.canary_min_margin!r} must "
                               "be >= 0 nats (RAGTUNE_CANARY_MIN_MARGIN); 1.0 is the default.")
@@ -109,6 +125,23 @@ class TrainOutcome:
     metrics: dict[str, Any]
     passed: bool
     reasons: list[str] = field(default_factory=list)
+
+
+def describe_knowledge(metrics: Mapping[str, Any]) -> str:
+    """What a version knows, in one line for command output.
+
+    Example:
+        >>> describe_knowledge({"trained_fact_recall": 0.9, "trained_fact_questions": 48,
+        ...                     "paraphrase_recall_before": 0.0, "paraphrase_recall": 0.7,
+        ...                     "general_kept": 1.0, "train_tokens": 70000,
+        ...                     "train_tokens_per_s": 190.2})
+        'facts 0.9 of 48 asked, paraphrases 0.0 -> 0.7, general kept 1.0, 70000 tokens at 190.2/s'
+    """
+    return (f"facts {metrics.get('trained_fact_recall')} of "
+            f"{metrics.get('trained_fact_questions')} asked, paraphrases "
+            f"{metrics.get('paraphrase_recall_before')} -> {metrics.get('paraphrase_recall')}, "
+            f"general kept {metrics.get('general_kept')}, {metrics.get('train_tokens')} tokens "
+            f"at {metrics.get('train_tokens_per_s')}/s")
 
 
 def adapter_home(model_config: ModelConfig, namespace: Sequence[str], *,
@@ -212,6 +245,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         raise DatasetError(f"dataset {ds.id} of {ns!r} has no training examples.")
     heldout = _sample([(e.question, e.expected) for e in examples if e.split == "heldout"],
                       gate_config.eval_max_questions)
+    probes_all = [(e.question, e.expected) for e in train if e.meta.get("probe")]
+    probes = _sample(probes_all, gate_config.eval_max_questions)
     canaries = [(e.question, e.expected) for e in train if e.meta.get("canary")]
 
     prev = registry.current(ns)
@@ -239,23 +274,33 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
 
     if trainer is None:
         from langchain_ragtune.tuning.train import train_adapter as trainer
-    try:
-        result = trainer(train, base, tmp, train_config, init_adapter=init, callbacks=callbacks,
-                         metadata={"namespace": list(ns), "dataset_id": ds.id,
-                                   "version": version, "name": name, "mode": mode})
-        validate_adapter_dir(tmp, max_rank=serve_config.max_lora_rank, base_model=base)
-        if evaluator is None:
-            from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+    if evaluator is None:
+        from langchain_ragtune.tuning.evaluate import AdapterEvaluator
 
-            evaluator = AdapterEvaluator(base, system_prompt=train[0].system,
-                                         max_new_tokens=gate_config.eval_max_new_tokens,
-                                         torch_threads=model_config.torch_threads)
+        evaluator = AdapterEvaluator(base, system_prompt=train[0].system,
+                                     max_new_tokens=gate_config.eval_max_new_tokens,
+                                     torch_threads=model_config.torch_threads)
+    cache_dir = model_config.home / "cache"
+    replay = general_replay_examples(evaluator, train_config.general_replay,
+                                     seed=train_config.seed, cache_dir=cache_dir)
+    try:
+        result = trainer(train + replay, base, tmp, train_config, init_adapter=init,
+                         callbacks=callbacks,
+                         metadata={"namespace": list(ns), "dataset_id": ds.id,
+                                   "version": version, "name": name, "mode": mode,
+                                   "general_replay": len(replay)})
+        validate_adapter_dir(tmp, max_rank=serve_config.max_lora_rank, base_model=base)
         t0 = time.monotonic()
         before_ref = prev.path if prev is not None and Path(prev.path).is_dir() else None
         cb_before, _ = evaluator.score(heldout, adapter=before_ref, progress=progress)
         can_before, _ = evaluator.score(canaries, adapter=before_ref)
         cb_after, answers = evaluator.score(heldout, adapter=tmp, progress=progress)
         can_after, can_answers = evaluator.score(canaries, adapter=tmp)
+        facts_before, _ = evaluator.score(probes, adapter=before_ref)
+        facts_after, fact_answers = evaluator.score(probes, adapter=tmp)
+        general: dict[str, Any] = {"general_kept": None}
+        if hasattr(evaluator, "general_knowledge"):
+            general = evaluator.general_knowledge(tmp, cache_dir=cache_dir)
         # The serving side asks canaries the way a bare client does (question only, short
         # answer, plain greedy): publish only canaries the adapter passes that way too. The
         # answers are recorded with the canaries, and the publisher checks the new version
@@ -281,11 +326,23 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         raise
 
     before = {"closed_book": cb_before, "canary": can_before}
-    after = {"closed_book": cb_after, "canary": can_after}
-    passed, reasons = gate(before, after, tolerance=gate_config.gate_tolerance)
+    after = {"closed_book": cb_after, "canary": can_after, "trained_fact_recall": facts_after,
+             "general_kept": general["general_kept"]}
+    passed, reasons = gate(before, after, tolerance=gate_config.gate_tolerance,
+                           floors={"trained_fact_recall": gate_config.min_fact_recall,
+                                   "general_kept": gate_config.general_min_kept})
     if not gate_config.gate:
         passed, reasons = True, []
     metrics = {
+        "trained_fact_recall": facts_after, "trained_fact_recall_before": facts_before,
+        "trained_fact_questions": len(probes),
+        "paraphrase_recall": cb_after, "paraphrase_recall_before": cb_before,
+        **general,
+        "train_tokens": result.train_tokens, "train_tokens_per_s": result.tokens_per_s,
+        "general_replay": len(replay),
+        "answer_tokens": result.answer_tokens,
+        "tokens_per_fact": round(result.train_tokens / len(probes_all), 1) if probes_all else None,
+        "facts": len(probes_all),
         "closed_book_before": cb_before, "closed_book_after": cb_after,
         "canary_before": can_before, "canary_after": can_after,
         "heldout_questions": len(heldout), "before_reference": prev.name if before_ref else "base",
@@ -300,6 +357,8 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         "system_prompt": train[0].system,
         "heldout_sample": [{"question": q, "expected": e, "answer": a}
                            for (q, e), a in list(zip(heldout, answers))[:5]],
+        "trained_fact_sample": [{"question": q, "expected": e, "answer": a}
+                                for (q, e), a in list(zip(probes, fact_answers))[:5]],
     }
     try:
         os.rename(tmp, final)  # atomic: the folder appears complete or not at all

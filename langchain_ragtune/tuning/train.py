@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "default_lora_config",
+    "pack_examples",
     "tokenize_chat",
     "train_adapter",
 ]
@@ -58,9 +60,12 @@ class TrainConfig:
     """Training settings (every field also reads ``RAGTUNE_<FIELD>``; LoRA shape lives in
     :func:`default_lora_config`, a ``peft.LoraConfig``).
 
-    The defaults are the ones measured on SmolLM2-135M on a 2-core CPU: r=16, alpha=32 on
-    all attention and MLP projections, lr 1e-3, 3 epochs took trained questions from 1% to
-    100% and paraphrases to 90%.
+    The defaults were measured on SmolLM2-135M, 2 CPU cores, LoCoMo conv-26 distilled into
+    fact questions (docs/benchmarks.md, "Parametric memory that knows"): r=16, alpha=32 on
+    all attention and MLP projections; packed sequences of 12 question/answer pairs, one per
+    step, so each epoch takes many optimizer steps (packs of 12 at batch 4 took 28 steps
+    in 4 epochs and learned 7% of the facts; at batch 1, 125 steps, 58%); lr 2e-3 rather
+    than 1e-3 (trained facts 68% vs 63%, held-out paraphrases 83% vs 70% after 5 epochs).
 
     Attributes:
         epochs: passes over the data.
@@ -71,30 +76,44 @@ class TrainConfig:
         max_seq_len: longest tokenised example; longer ones are cut (the answer's end goes).
         warmup_ratio: share of steps of linear warm-up.
         lora_r, lora_alpha, lora_dropout: the LoRA shape (see :func:`default_lora_config`).
+        pack_pairs: question/answer pairs per training sequence. Short examples share one
+            system prompt as consecutive chat turns (loss on every answer), so the CPU is
+            spent on facts instead of repeated prompts and padding; two phrasings of one
+            fact never share a sequence (an answer must come from the weights, not from an
+            earlier turn). ``1`` trains each example alone.
+        general_replay: general prompts with the base model's own answers mixed into the
+            training data (:mod:`~langchain_ragtune.tuning.replay`), so the adapter does not
+            forget what the base model knew. ``0`` turns replay off.
         seed: seeds torch, data order and LoRA initialisation.
         torch_threads: threads torch uses (``ModelConfig.torch_threads`` by default).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         progress: show the trainer's progress bar.
     """
 
-    epochs: float = 3.0
+    epochs: float = 6.0
     max_steps: int = 0
-    learning_rate: float = 1e-3
-    batch_size: int = 8
+    learning_rate: float = 2e-3
+    batch_size: int = 1
     grad_accum: int = 1
     max_seq_len: int = 512
     warmup_ratio: float = 0.0
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    pack_pairs: int = 12
+    general_replay: int = 60
     seed: int = 0
     torch_threads: int = 2
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.general_replay, bool) or not isinstance(self.general_replay, int) \
+                or self.general_replay < 0:
+            raise ConfigError(f"TrainConfig.general_replay={self.general_replay!r} must be an "
+                              "int >= 0 (RAGTUNE_GENERAL_REPLAY).")
         for name in ("batch_size", "grad_accum", "max_seq_len", "lora_r", "lora_alpha",
-                     "torch_threads"):
+                     "torch_threads", "pack_pairs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"TrainConfig.{name}={v!r} must be a positive int "
@@ -127,6 +146,9 @@ class TrainResult:
         seconds: wall time of training (not loading).
         examples: training examples used.
         tokens: tokens in the training set (one epoch).
+        sequences: training sequences (examples packed together, see ``pack_pairs``).
+        answer_tokens: tokens the loss is on (the answers), one epoch.
+        train_tokens: tokens processed over the whole run (every epoch and step).
         device: where it ran.
         init_adapter: the adapter it continued from, if any.
     """
@@ -140,6 +162,14 @@ class TrainResult:
     device: str
     init_adapter: str | None = None
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    sequences: int = 0
+    answer_tokens: int = 0
+    train_tokens: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Training throughput: tokens processed per second of training."""
+        return round(self.train_tokens / self.seconds, 1) if self.seconds else 0.0
 
 
 def default_lora_config(config: TrainConfig | None = None, **overrides: Any) -> Any:
@@ -168,9 +198,11 @@ def default_lora_config(config: TrainConfig | None = None, **overrides: Any) -> 
 
 def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *, max_len: int
                   ) -> dict[str, list[int]] | None:
-    """Token ids and labels of one chat example, with loss on the last assistant turn only.
+    """Token ids and labels of one chat example, with loss on its assistant turns only.
 
-    Returns None when the prompt alone fills ``max_len`` (nothing would be learned).
+    Every assistant turn is a target (a packed sequence holds several answers); system and
+    user turns are context. Returns None when the first prompt alone fills ``max_len``
+    (nothing would be learned).
 
     Example:
         >>> enc = tokenize_chat(tok, [{"role": "user", "content": "Hi"},       # doctest: +SKIP
@@ -186,18 +218,83 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *, max_len
         enc = tokenizer.apply_chat_template(list(msgs), add_generation_prompt=gen, tokenize=True)
         return list(enc["input_ids"] if hasattr(enc, "keys") else enc)
 
-    prompt = ids(messages[:-1], True)
     full = ids(messages, False)
-    if full[: len(prompt)] != prompt:  # templates that re-render earlier turns: fall back
-        prompt = prompt[: max(0, len(prompt) - 1)]
-        if full[: len(prompt)] != prompt:
-            raise DatasetError("the chat template does not render the prompt as a prefix of "
-                               "the full conversation; use a model with a standard template.")
-    if len(prompt) >= max_len:
+    labels = [-100] * len(full)
+    first_prompt: int | None = None
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        prompt = ids(messages[:i], True)
+        upto = ids(messages[: i + 1], False)
+        if full[: len(prompt)] != prompt:  # templates that re-render earlier turns
+            prompt = prompt[: max(0, len(prompt) - 1)]
+            if full[: len(prompt)] != prompt:
+                raise DatasetError("the chat template does not render the prompt as a prefix "
+                                   "of the full conversation; use a model with a standard "
+                                   "template.")
+        if first_prompt is None:
+            first_prompt = len(prompt)
+        labels[len(prompt): len(upto)] = full[len(prompt): len(upto)]
+    if first_prompt is None or first_prompt >= max_len:
         return None
-    full = full[:max_len]
-    labels = [-100] * len(prompt) + full[len(prompt):]
+    full, labels = full[:max_len], labels[:max_len]
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
+
+
+def pack_examples(examples: Sequence[Any], *, pairs: int, seed: int = 0
+                  ) -> list[list[dict[str, str]]]:
+    """Chat examples joined into multi-turn sequences of up to ``pairs`` question/answer
+    pairs under one system prompt.
+
+    Examples with another system prompt, or with more than one exchange, stay alone. Two
+    examples of one fact (``meta["fact"]``) never share a sequence: a later answer could be
+    copied from the earlier turn instead of recalled. The order is shuffled (seeded).
+
+    Example:
+        >>> ex = [{"messages": [{"role": "system", "content": "S"},
+        ...                     {"role": "user", "content": f"Q{i}"},
+        ...                     {"role": "assistant", "content": f"A{i}"}],
+        ...        "meta": {"fact": str(i % 3)}} for i in range(6)]
+        >>> packs = pack_examples(ex, pairs=3)
+        >>> [len(p) for p in packs]
+        [7, 7]
+        >>> all(len({m["content"][1:] for m in p if m["role"] == "user"}) == 3 for p in packs)
+        True
+    """
+    import random
+
+    rng = random.Random(seed)
+    alone: list[list[dict[str, str]]] = []
+    groups: dict[str, list[tuple[str, list[dict[str, str]]]]] = {}
+    for e in examples:
+        msgs = list(e.messages if hasattr(e, "messages") else e["messages"])
+        meta = (e.meta if hasattr(e, "meta") else e.get("meta")) or {}
+        roles = [m.get("role") for m in msgs]
+        if pairs <= 1 or roles not in (["system", "user", "assistant"], ["user", "assistant"]):
+            alone.append(msgs)
+            continue
+        system = msgs[0]["content"] if roles[0] == "system" else ""
+        groups.setdefault(system, []).append((str(meta.get("fact", id(e))), msgs))
+    packs: list[list[dict[str, str]]] = []
+    for system, items in groups.items():
+        rng.shuffle(items)
+        open_packs: list[tuple[set[str], list[dict[str, str]]]] = []
+        for fact, msgs in items:
+            turn = msgs[-2:]
+            target = next((p for p in open_packs if fact not in p[0]), None)
+            if target is None:
+                head = [{"role": "system", "content": system}] if system else []
+                target = (set(), head)
+                open_packs.append(target)
+            target[0].add(fact)
+            target[1].extend(turn)
+            if len(target[0]) >= pairs:
+                packs.append(target[1])
+                open_packs.remove(target)
+        packs.extend(p[1] for p in open_packs)
+    out = packs + alone
+    rng.shuffle(out)
+    return out
 
 
 def _device(config: TrainConfig) -> str:
@@ -282,8 +379,8 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     rows = []
-    for e in examples:
-        msgs = e.messages if hasattr(e, "messages") else e["messages"]
+    examples = list(examples)
+    for msgs in pack_examples(examples, pairs=config.pack_pairs, seed=config.seed):
         enc = tokenize_chat(tok, msgs, max_len=config.max_seq_len)
         if enc is not None:
             rows.append(enc)
@@ -348,17 +445,22 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
     # Only the LoRA weights: embeddings are not trained, and vLLM rejects extra modules.
     model.save_pretrained(str(output_dir), save_embedding_layers=False)
     tok_count = sum(len(r["input_ids"]) for r in rows)
-    result = TrainResult(path=output_dir, steps=int(out.global_step),
+    steps = int(out.global_step)
+    per_epoch = max(1, math.ceil(len(rows) / (config.batch_size * config.grad_accum)))
+    result = TrainResult(path=output_dir, steps=steps,
                          train_loss=float(out.training_loss), seconds=round(seconds, 2),
-                         examples=len(rows), tokens=tok_count, device=device,
+                         examples=len(examples), tokens=tok_count, device=device,
                          init_adapter=str(init_adapter) if init_adapter else None,
-                         log_history=list(trainer.state.log_history))
+                         log_history=list(trainer.state.log_history), sequences=len(rows),
+                         answer_tokens=sum(sum(x != -100 for x in r["labels"]) for r in rows),
+                         train_tokens=round(tok_count * steps / per_epoch))
     import shutil
 
     shutil.rmtree(output_dir / ".trainer", ignore_errors=True)
     marker = {"base_model": str(base_model), "train": asdict(config), "steps": result.steps,
               "train_loss": result.train_loss, "seconds": result.seconds,
               "examples": result.examples, "tokens": tok_count, "device": device,
+              "sequences": result.sequences, "train_tokens": result.train_tokens,
               "init_adapter": result.init_adapter,
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **(metadata or {})}

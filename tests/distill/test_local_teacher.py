@@ -1,4 +1,4 @@
-"""The default teacher: the real base model in-process. Weak, so only robustness is asserted."""
+"""The local teacher: the real base model in-process. Weak, so only robustness is asserted."""
 
 from __future__ import annotations
 

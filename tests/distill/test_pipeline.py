@@ -42,8 +42,21 @@ def test_distill_stores_a_versioned_dataset_with_every_kind(store, ns):
     ds = result.dataset
     assert ds is not None and ds.version == 1 and ds.namespace == ns
     assert ds.watermark_seq == store.max_seq(ns)
-    assert set(result.stats["examples"]) == {"local", "global", "broader", "digest"}
+    assert set(result.stats["examples"]) == {"local", "global", "digest"}
     assert result.stats["train"] > 50 and result.stats["heldout"] > 0
+    # Facts, not quotes: short answers, in several forms, each with a held-out paraphrase
+    # whose template no training question uses, and one probe.
+    local = [e for e in result.examples if e.kind == "local"]
+    assert max(len(e.answer.split()) for e in local if e.meta["template"] != "fact_what"
+               or not e.answer.endswith(".")) <= 20
+    held_templates = {e.question.split(" ")[0:3] == ["Do", "you", "recall"]
+                      or e.question.startswith("Can you remind me")
+                      for e in local if e.split == "heldout"}
+    assert held_templates == {True}
+    assert not any(e.question.startswith(("Do you recall", "Can you remind me"))
+                   for e in local if e.split == "train")
+    probes = [e for e in local if e.meta.get("probe")]
+    assert len(probes) == len({e.meta["fact"] for e in local})
     assert 0 <= result.stats["rejection_rate"] < 0.5
     assert len(result.stats["canaries"]) == 3 and result.stats["sample"]
     stored = load_examples(store, ds.id)
@@ -108,8 +121,8 @@ def test_junk_teacher_is_counted_and_grounded_teacher_pairs_kept(store, ns):
     # The chunk with the new memory goes first: junk, then (retry) a good and a made-up
     # pair; the replayed chunks get junk only.
     replies = ["total junk",
-               '[{"question": "What did Priya book?", "answer": "Priya booked a sailing trip '
-               'to the Azores."}, {"question": "Who won the 1998 World Cup?", '
+               '[{"question": "Where is Priya sailing in September?", "answer": "Priya is '
+               'sailing to the Azores."}, {"question": "Who won the 1998 World Cup?", '
                '"answer": "France won the 1998 football World Cup in Paris."}]',
                "{not json", "I cannot do that"]
     teacher = FakeListChatModel(responses=replies + ["junk"] * 10)
@@ -128,7 +141,13 @@ def test_max_examples_caps_training_data_but_keeps_canaries(store, ns):
                                                            canaries=3), save=False)
     assert result.dataset is None
     assert len(result.train) <= 34 and len(result.canaries) == 3
-    assert {e.kind for e in result.train} == {"local", "global", "broader", "digest"}
+    assert {e.kind for e in result.train} == {"local", "global", "digest"}
+
+
+def test_broader_kind_is_opt_in(store, ns):
+    result = distill(ns, store=store, config=DistillConfig(teacher=None, kinds=(
+        "local", "broader")), save=False)
+    assert {e.kind for e in result.train} == {"local", "broader"}
 
 
 def test_empty_namespace_distills_nothing(store):

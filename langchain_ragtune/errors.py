@@ -3,7 +3,7 @@
 Every error the library raises on purpose derives from :class:`RagtuneError`, and every
 message names what was wrong, the offending value, and what to do about it::
 
-    RagtuneError
+    RagtuneError               (also RuntimeError)
     ├── ConfigError            (also ValueError)  a setting or RAGTUNE_* variable is invalid
     ├── InvalidInputError      (also ValueError)  bad text, namespace, k, metadata ... from a caller
     ├── DependencyMissingError (also ImportError) an optional extra is not installed
@@ -19,6 +19,12 @@ message names what was wrong, the offending value, and what to do about it::
     └── ServingError                              vLLM problems
         ├── EndpointUnreachableError              no answer from an endpoint
         └── PublishError                          a new adapter version was not switched in
+
+``RagtuneError`` is a ``RuntimeError`` so that servers which hide the text of unknown
+exception types from their clients pass ours on: LangGraph's API server (``langgraph dev``,
+LangGraph Platform) sends a run's error message to the client only for builtin types such as
+``ValueError`` and ``RuntimeError``; for any other it sends "An internal error occurred", and
+the fix the message names would be lost.
 
 Example:
     >>> from langchain_ragtune.errors import InvalidInputError, RagtuneError
@@ -48,7 +54,7 @@ __all__ = [
 ]
 
 
-class RagtuneError(Exception):
+class RagtuneError(RuntimeError):
     """Base class of every error langchain-ragtune raises on purpose."""
 
 

@@ -20,8 +20,8 @@ from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, add
 
 __all__ = ["register"]
 
-#: Exit codes of ``ragtune refresh``: 0 done (published/ready/up_to_date/nothing_to_learn),
-#: 1 failed or rejected, 3 busy (another refresh holds the namespace).
+#: Exit codes of ``ragtune refresh``: 0 done (published/ready/up_to_date/nothing_to_learn/
+#: too_small), 1 failed or rejected, 3 busy (another refresh holds the namespace).
 EXIT_BUSY = 3
 
 

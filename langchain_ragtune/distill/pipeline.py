@@ -100,6 +100,8 @@ class DistillConfig:
         max_examples: most training examples (a stratified sample keeps every kind and every
             canary); ``0`` keeps all.
         canaries: canary questions per namespace (known answers, checked at every publish).
+        min_facts: fewest distinct facts worth an adapter: below it a refresh trains nothing
+            (status ``too_small``) and retrieval answers, which costs no training run.
         seed: makes sampling and splitting reproducible.
         system_prompt: the system message of every example.
     """
@@ -123,6 +125,7 @@ class DistillConfig:
     heldout_fraction: float = 0.15
     max_examples: int = 0
     canaries: int = 4
+    min_facts: int = 5
     seed: int = 0
     system_prompt: str = MEMORY_SYSTEM_PROMPT
 
@@ -137,7 +140,8 @@ class DistillConfig:
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ConfigError(f"DistillConfig.{name}={v!r} must be between 0 and 1.")
         for name in ("teacher_questions", "teacher_max_chunks", "teacher_retries", "max_replay",
-                     "max_examples", "canaries", "min_question_chars", "min_answer_chars"):
+                     "max_examples", "canaries", "min_question_chars", "min_answer_chars",
+                     "min_facts"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"DistillConfig.{name}={v!r} must be an int >= 0 "
@@ -180,6 +184,11 @@ class DistillResult:
     @property
     def heldout(self) -> list[Example]:
         return [e for e in self.examples if e.split == "heldout"]
+
+    @property
+    def facts(self) -> int:
+        """Distinct facts the training examples teach (teacher pairs count one each)."""
+        return len({e.meta.get("fact") or e.question for e in self.train})
 
     @property
     def canaries(self) -> list[Example]:

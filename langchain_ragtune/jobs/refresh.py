@@ -16,6 +16,8 @@ Statuses of a :class:`RefreshResult`:
   the previous version serves on;
 * ``up_to_date``: nothing new since the watermark (and nothing forgotten);
 * ``nothing_to_learn``: the namespace has no live memories (or none that teach anything);
+* ``too_small``: the history holds fewer facts than ``DistillConfig.min_facts``: no adapter
+  is trained, retrieval answers until more is known;
 * ``busy``: another refresh of the namespace holds the lock.
 
 Example:
@@ -53,7 +55,7 @@ __all__ = ["RefreshResult", "default_publisher", "refresh"]
 log = logging.getLogger(__name__)
 
 Status = Literal["published", "ready", "rejected", "failed", "up_to_date", "nothing_to_learn",
-                 "busy"]
+                 "too_small", "busy"]
 
 
 @dataclass
@@ -285,6 +287,13 @@ def _refresh_locked(ns: tuple[str, ...], store: MemoryStore, *,
         res.status, res.reason = "nothing_to_learn", (
             "the new memories produced no training example (only small talk?); "
             f"rejections: {dist.stats.get('rejected')}")
+        return res
+
+    if dist.facts < distill_config.min_facts:
+        res.status, res.reason = "too_small", (
+            f"the history of {namespace_str(ns)} teaches {dist.facts} fact(s); an adapter is "
+            f"trained from {distill_config.min_facts} on (DistillConfig.min_facts, "
+            "RAGTUNE_MIN_FACTS). Retrieval answers until then.")
         return res
 
     from langchain_ragtune.tuning.gate import train_namespace

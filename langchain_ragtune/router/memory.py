@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -282,10 +283,19 @@ class MemoryRouter:
                     self._store = self._store()
         return self._store
 
+    async def aget_store(self) -> Any:
+        """The memory store for async callers: opened in a worker thread on first use.
+
+        Opening may start the embedded PostgreSQL (folders, a server process, a schema
+        check): blocking work that must never run on the event loop of an ASGI server such
+        as ``langgraph dev``.
+        """
+        if callable(self._store) and not hasattr(self._store, "search"):
+            return await asyncio.to_thread(lambda: self.store)
+        return self._store
+
     @property
     def is_async_store(self) -> bool:
-        import inspect
-
         return inspect.iscoroutinefunction(getattr(self.store, "search", None))
 
     @property
@@ -374,7 +384,9 @@ class MemoryRouter:
         return self._state_from_row(ns, row, row["forgotten"] if row else 0)
 
     async def _aread_state(self, ns: tuple[str, ...]) -> NamespaceState:
-        store = self.store
+        store = await self.aget_store()
+        if not inspect.iscoroutinefunction(getattr(store, "router_state", None)):
+            return await asyncio.to_thread(self._read_state, ns)
         if self.registry is not None:
             rec = await asyncio.to_thread(self.registry.current, ns)
             forgotten = 0
@@ -532,7 +544,7 @@ class MemoryRouter:
     async def aroute(self, query: str, namespace: Any, *, with_context: bool = True
                      ) -> RouteResult:
         """Async twin of :meth:`route` (a sync store runs in a worker thread)."""
-        if not self.is_async_store:
+        if not inspect.iscoroutinefunction(getattr(await self.aget_store(), "search", None)):
             return await asyncio.to_thread(self.route, query, namespace,
                                            with_context=with_context)
         t: dict[str, float] = {}

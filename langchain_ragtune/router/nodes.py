@@ -50,6 +50,7 @@ from langchain_ragtune.router.memory import (
     RouteResult,
     namespace_from_config,
 )
+from langchain_ragtune.router.prompts import strip_injected_context
 from langchain_ragtune.store.types import Turn, message_text
 
 __all__ = [
@@ -378,8 +379,12 @@ class MemoryWriter:
         return ok
 
 
-def _turns_to_remember(messages: Sequence[Any], config: RunnableConfig | None) -> list[Turn]:
-    """The latest human message and what followed it (human and AI text only)."""
+def _turns_to_remember(messages: Sequence[Any], config: RunnableConfig | None,
+                       context: str = "") -> list[Turn]:
+    """The latest human message and what followed it (human and AI text only).
+
+    The memories injected into the prompt (``context``) are never stored: an AI reply
+    loses the lines it copied from them (:func:`strip_injected_context`)."""
     start = None
     for i in range(len(messages) - 1, -1, -1):
         if getattr(messages[i], "type", None) == "human":
@@ -398,8 +403,10 @@ def _turns_to_remember(messages: Sequence[Any], config: RunnableConfig | None) -
             text = message_text(msg.content)
         except InvalidInputError:
             continue
+        if msg.type == "ai":
+            text = strip_injected_context(text, context)
         if not text.strip():
-            continue  # e.g. an AI message that only calls tools
+            continue  # e.g. an AI message that only calls tools, or only echoed its prompt
         mid = getattr(msg, "id", None)
         if not mid:  # stable ids keep re-runs idempotent (the store dedupes on them)
             mid = str(uuid.UUID(bytes=hashlib.blake2b(
@@ -434,7 +441,8 @@ class RememberNode(RunnableLambda):
         return self._store
 
     def _run(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        turns = _turns_to_remember(state.get("messages") or [], config)
+        turns = _turns_to_remember(state.get("messages") or [], config,
+                                   state.get("memory_context") or "")
         if turns:
             ns = namespace_from_config(config)
             if self.writer is not None:
@@ -444,14 +452,17 @@ class RememberNode(RunnableLambda):
         return {}
 
     async def _arun(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        turns = _turns_to_remember(state.get("messages") or [], config)
+        turns = _turns_to_remember(state.get("messages") or [], config,
+                                   state.get("memory_context") or "")
         if not turns:
             return {}
         ns = namespace_from_config(config)
         import inspect
 
-        store = self._store if not callable(self._store) or hasattr(self._store, "add") \
-            else self.store
+        store = self._store
+        if callable(store) and not hasattr(store, "add"):
+            # Opening may start the embedded PostgreSQL: not on the event loop.
+            store = await asyncio.to_thread(lambda: self.store)
         if inspect.iscoroutinefunction(getattr(store, "add", None)):
             if self.background:
                 task = asyncio.get_running_loop().create_task(store.add(ns, turns))

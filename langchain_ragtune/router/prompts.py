@@ -27,6 +27,7 @@ __all__ = [
     "context_block",
     "format_context",
     "format_memory",
+    "strip_injected_context",
     "system_prompt",
     "user_prompt",
 ]
@@ -118,9 +119,37 @@ def format_context(hits: Iterable[Any], *, max_chars: int = 3000,
     return "\n".join(lines), sources
 
 
+_CONTEXT_HEADER = "Memories from past conversations (most relevant last):"
+_NO_MATCH = "(No memory matched this question.)"
+
+
 def context_block(context: str) -> str:
     """The memories as they appear in a prompt."""
-    return f"Memories from past conversations (most relevant last):\n{context}"
+    return f"{_CONTEXT_HEADER}\n{context}"
+
+
+def strip_injected_context(reply: str, context: str = "") -> str:
+    """``reply`` without the lines it copied from the prompt's memory block.
+
+    A small model sometimes echoes its prompt ("Memories from past conversations ...",
+    then the retrieved lines). Stored as the assistant's turn, that echo would be retrieved
+    later as if it were something said, and copied again: memory feeding on itself. Lines
+    equal to a context line, the block's header, or the "Question:" line are dropped.
+
+    Example:
+        >>> ctx = "[1 May 2024] Ann: I moved to Porto."
+        >>> strip_injected_context(context_block(ctx) + "\\nYou moved to Porto.", ctx)
+        'You moved to Porto.'
+    """
+    injected = {line.strip() for line in (context or "").splitlines() if line.strip()}
+    kept = []
+    for line in reply.splitlines():
+        bare = line.strip()
+        if bare in injected or bare in (_CONTEXT_HEADER, _NO_MATCH) \
+                or bare.startswith("Question: "):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
 
 
 def system_prompt(route: str, context: str = "") -> str:
@@ -155,7 +184,7 @@ def user_prompt(route: str, question: str, context: str = "") -> str:
     if route not in ("retrieval", "hybrid"):
         return question
     if not context:
-        return f"(No memory matched this question.)\n\nQuestion: {question}"
+        return f"{_NO_MATCH}\n\nQuestion: {question}"
     return f"{context_block(context)}\n\nQuestion: {question}"
 
 

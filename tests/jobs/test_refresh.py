@@ -45,6 +45,20 @@ def ns(store, request):
 def test_empty_namespace_has_nothing_to_learn(store, model_config, fake_trainer, fake_evaluator):
     res = _run(store, ("empty-ns",), model_config, fake_trainer, fake_evaluator)
     assert res.status == "nothing_to_learn" and "no live memories" in res.reason
+
+
+def test_a_history_too_small_trains_no_adapter(store, model_config, fake_trainer,
+                                               fake_evaluator):
+    """Two facts are not worth a training run: a clear status, no adapter, no version."""
+    ns = ("tiny-ns",)
+    store.add(ns, [{"text": "I adopted a beagle last week.", "speaker": "Mia"},
+                   {"text": "I moved to Porto in May.", "speaker": "Mia"}])
+    res = _run(store, ns, model_config, fake_trainer, fake_evaluator)
+    assert res.status == "too_small" and res.ok
+    assert "min_facts" in res.reason and "RAGTUNE_MIN_FACTS" in res.reason
+    assert res.adapter_name is None and AdapterRegistry(store).current(ns) is None
+    assert not adapter_home(model_config, ns).exists() or not any(
+        adapter_home(model_config, ns).iterdir())
     assert res.adapter_name is None and not fake_trainer.calls
     assert AdapterRegistry(store).list(("empty-ns",)) == []
 

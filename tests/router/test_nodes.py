@@ -339,6 +339,30 @@ def test_remember_node_stores_both_turns_once(store, background):
     graph.remember_node.stop()
 
 
+def test_an_echo_of_the_injected_memories_is_never_stored(store):
+    """A reply that repeats its prompt's memory block is stored without the block, so the
+    memories never come back later as something the assistant said."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    ns = ("user-echo",)
+    store.forget(ns)
+    store.add(ns, [{"text": "I keep bees on my roof in Ghent.", "speaker": "Ines"}])
+    store.flush()
+
+    class Echo(FakeListChatModel):
+        def _call(self, messages, *args, **kwargs):  # the prompt's user turn, then a word
+            return f"{messages[-1].content}\nYou keep bees."
+
+    graph = create_memory_graph(store, chat_model_factory=lambda adapter: Echo(responses=[""]),
+                                background_remember=False)
+    out = graph.invoke({"messages": [HumanMessage("What do I keep on my roof?")]},
+                       {"configurable": {"user_id": "echo", "thread_id": "th-e"}})
+    assert "bees on my roof" in out["memory_context"]
+    assert "Memories from past conversations" in out["messages"][-1].content  # it did echo
+    ai = [m.text for m in store.list(ns) if m.role == "ai"]
+    assert ai == ["You keep bees."]
+
+
 def test_remember_ack_is_fast(store):
     """The write the remember node makes is acknowledged in milliseconds (embedding later)."""
     ns = ("user-ack",)

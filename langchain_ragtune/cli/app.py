@@ -16,14 +16,14 @@ import os
 import sys
 from typing import Sequence
 
-from langchain_ragtune.cli import (bench, demo, distill, evaluate, jobs, router, serving, store,
-                                   tuning)
+from langchain_ragtune.cli import (bench, db, demo, distill, evaluate, jobs, router, serving,
+                                   store, tuning)
 from langchain_ragtune.errors import RagtuneError
 
 __all__ = ["build_parser", "main"]
 
 # Order is the order of `ragtune --help`.
-_COMMAND_GROUPS = (store, serving, distill, tuning, jobs, router, evaluate, bench, demo)
+_COMMAND_GROUPS = (store, db, serving, distill, tuning, jobs, router, evaluate, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,8 +87,8 @@ def register(subparsers: Any) -> None:
                           "(default RAGTUNE_MAX_MODEL_LEN, 2048)")
     ans.add_argument("--teacher", default=None,
                      help="distillation teacher: none (extractive only), local, or an "
-                          "init_chat_model string (default: RAGTUNE_TEACHER, else local)")
-    ans.add_argument("--epochs", type=float, help="training epochs (default RAGTUNE_EPOCHS, 3)")
+                          "init_chat_model string (default: RAGTUNE_TEACHER, else none)")
+    ans.add_argument("--epochs", type=float, help="training epochs (default RAGTUNE_EPOCHS, 6)")
     ans.add_argument("--max-steps", type=int, help="stop training after N steps")
     ans.add_argument("--max-examples", type=int, help="cap the distilled training examples")
     ans.add_argument("--heldout-questions", type=int,

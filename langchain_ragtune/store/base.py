@@ -229,7 +229,7 @@ class BaseMemoryStore:
             "after": _utc(after, "after"),
             "before": _utc(before, "before"),
             "thread_id": thread_id,
-            "metadata": Jsonb(validate_metadata(metadata)) if metadata else None,
+            **sql.metadata_filter_params(metadata),
             "after_seq": after_seq,
             # Fusion needs deeper candidate lists than the k it returns; one-sided modes don't.
             # With a window, extra candidates replace hits that fall inside an earlier window.

@@ -20,9 +20,13 @@ Example:
 
 from __future__ import annotations
 
-from langchain_ragtune.config import validate_identifier
+import json
+from typing import Any
 
-__all__ = ["MIGRATIONS", "render"]
+from langchain_ragtune.config import validate_identifier
+from langchain_ragtune.errors import InvalidInputError
+
+__all__ = ["FILTER_OPERATORS", "MIGRATIONS", "metadata_filter_params", "render"]
 
 
 def render(template: str, *, schema: str, dim: int | None = None) -> str:
@@ -168,6 +172,17 @@ MIGRATIONS: list[str] = [
                        'USING embedding::halfvec(%s)', d, d);
     END $$;
     """,
+    # 7: namespace prefixes (LangGraph's BaseStore searches and lists by prefix): the labels
+    # joined by the unit separator, with one at the end, indexed for LIKE 'prefix%'. The
+    # function is immutable in fact (text[] to text) though array_to_string is declared
+    # stable; an index expression needs it declared so. Matching rows are then checked
+    # label by label, so a label holding the separator cannot widen a prefix.
+    """
+    CREATE FUNCTION {schema}.ns_path(text[]) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        AS $$ SELECT array_to_string($1, chr(31)) || chr(31) $$;
+    CREATE INDEX memories_ns_path_idx ON {schema}.memories
+        ({schema}.ns_path(namespace) text_pattern_ops);
+    """,
 ]
 
 # The approximate (HNSW, cosine) index over the embeddings, where the server can run it;
@@ -303,13 +318,109 @@ WHERE namespace = %(namespace)s AND seq <= %(watermark)s AND deleted_at >= %(sin
 # Filters are fixed fragments, each switched on by its own parameter being non-NULL, so the
 # statement text never depends on caller values.
 
+# A metadata filter (LangGraph's filter language, see metadata_filter_params) as three fixed
+# fragments: what must be contained (equality; served by the GIN index), what must not be
+# contained ($ne), and numeric comparisons as a jsonpath predicate whose operands are
+# jsonpath variables, so no caller value is ever spliced into SQL or jsonpath text.
+METADATA_FILTERS = """
+    (%(metadata)s::jsonb IS NULL OR metadata @> %(metadata)s)
+    AND (%(metadata_not)s::jsonb[] IS NULL OR NOT (metadata @> ANY(%(metadata_not)s::jsonb[])))
+    AND (%(metadata_path)s::jsonpath IS NULL
+         OR jsonb_path_match(metadata, %(metadata_path)s::jsonpath, %(metadata_vars)s::jsonb, true))"""
+
 SEARCH_FILTERS = f"""
     namespace = %(namespace)s AND {_LIVE}
     AND (%(after)s::timestamptz IS NULL OR occurred_at >= %(after)s)
     AND (%(before)s::timestamptz IS NULL OR occurred_at < %(before)s)
     AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s)
-    AND (%(metadata)s::jsonb IS NULL OR metadata @> %(metadata)s)
+    AND {METADATA_FILTERS}
     AND (%(after_seq)s::bigint IS NULL OR seq > %(after_seq)s)"""
+
+#: The comparison operators of a metadata filter (LangGraph's ``BaseStore.search`` filter).
+FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+_COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def metadata_filter_params(filter: Any, *, under: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parameters of :data:`METADATA_FILTERS` for a filter in LangGraph's language.
+
+    ``{"kind": "note"}`` and ``{"kind": {"$eq": "note"}}`` match metadata containing that
+    value (nested dicts match as a subset, lists as containment); ``{"$ne": v}`` matches
+    where it is not contained (missing keys included); ``$gt``, ``$gte``, ``$lt``, ``$lte``
+    compare numbers (a value that is not a JSON number never matches). Several conditions
+    on one key all apply. ``under`` is the path the filter applies below (the LangGraph
+    adapter keeps an item's value under ``metadata["value"]``).
+
+    Raises:
+        InvalidInputError: an unknown operator, or a comparison with a non-number.
+
+    Example:
+        >>> p = metadata_filter_params({"kind": "note", "score": {"$gt": 3}})
+        >>> p["metadata"].obj, p["metadata_path"], p["metadata_vars"].obj
+        ({'kind': 'note'}, '$."score" > $v0', {'v0': 3})
+    """
+    from psycopg.types.json import Jsonb
+
+    from langchain_ragtune.store.types import validate_metadata
+
+    out: dict[str, Any] = {"metadata": None, "metadata_not": None, "metadata_path": None,
+                           "metadata_vars": None}
+    if not filter:
+        return out
+    filter = validate_metadata(filter)
+    contained: dict[str, Any] = {}
+    not_contained: list[dict[str, Any]] = []
+    predicates: list[str] = []
+    variables: dict[str, Any] = {}
+
+    def nest(keys: list[str], value: Any) -> dict[str, Any]:
+        for k in reversed(keys):
+            value = {k: value}
+        return value
+
+    def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+        for k, v in extra.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = v
+
+    def walk(keys: list[str], value: Any) -> None:
+        if isinstance(value, dict) and any(str(k).startswith("$") for k in value):
+            for op, arg in value.items():
+                if op not in FILTER_OPERATORS:
+                    raise InvalidInputError(
+                        f"filter operator {op!r} on {'.'.join(keys)!r} is not supported; use "
+                        f"one of {', '.join(FILTER_OPERATORS)} (or a plain value for equality).")
+                if op == "$eq":
+                    merge(contained, nest(keys, arg))
+                elif op == "$ne":
+                    not_contained.append(nest(keys, arg))
+                else:
+                    if isinstance(arg, bool) or not isinstance(arg, (int, float)):
+                        raise InvalidInputError(
+                            f"filter {{{'.'.join(keys)!r}: {{{op!r}: {arg!r}}}}} compares with "
+                            "a non-number; $gt, $gte, $lt and $lte take a number.")
+                    name = f"v{len(variables)}"
+                    variables[name] = arg
+                    path = "$" + "".join("." + json.dumps(k) for k in keys)
+                    predicates.append(f"{path} {_COMPARISONS[op]} ${name}")
+        elif isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(keys + [k], v)
+        else:
+            merge(contained, nest(keys, value))
+
+    for key, value in filter.items():
+        walk([*under, key], value)
+    if contained:
+        out["metadata"] = Jsonb(contained)
+    if not_contained:
+        out["metadata_not"] = [Jsonb(x) for x in not_contained]
+    if predicates:
+        out["metadata_path"] = " && ".join(predicates)
+        out["metadata_vars"] = Jsonb(variables)
+    return out
 
 # Exact nearest neighbours inside one namespace: ordering by the similarity (not by the bare
 # distance) keeps the planner off the HNSW index, which is slower than a scan for small
@@ -570,16 +681,41 @@ WITH gone AS (
     RETURNING namespace, seq)
 INSERT INTO {schema}.deletions (namespace, seq) SELECT namespace, seq FROM gone"""
 
+# Namespaces under a prefix (the prefix itself included): `ns_like` is the prefix's
+# ns_path with LIKE's wildcards escaped, followed by '%'; the label check makes it exact.
+_UNDER_PREFIX = """{schema}.ns_path(namespace) LIKE %(ns_like)s
+  AND namespace[1:cardinality(%(prefix)s::text[])] = %(prefix)s"""
+
 LIST_ITEMS_SQL = f"""
 SELECT {_MEMORY_COLUMNS}, updated_at FROM {{schema}}.memories
-WHERE namespace = %(namespace)s AND {_LIVE}
-  AND (%(metadata)s::jsonb IS NULL OR metadata @> %(metadata)s)
+WHERE {_UNDER_PREFIX} AND {_LIVE}
+  AND {METADATA_FILTERS}
 ORDER BY updated_at DESC, seq DESC
 LIMIT %(limit)s OFFSET %(offset)s"""
+
+NAMESPACES_UNDER_SQL = f"""
+SELECT DISTINCT namespace FROM {{schema}}.memories
+WHERE {_UNDER_PREFIX} AND {_LIVE}
+ORDER BY namespace LIMIT %(limit)s"""
 
 GET_ITEMS_SQL = f"""
 SELECT {_MEMORY_COLUMNS}, updated_at FROM {{schema}}.memories
 WHERE namespace = %(namespace)s AND message_id = %(message_id)s AND {_LIVE}"""
+
+# The rows of search hits with what LangGraph's items carry (updated_at) and the cosine
+# similarity to the query, for hits the vector side did not score (keyword-only, or not
+# embedded yet: NULL).
+ITEMS_BY_ID_SQL = f"""
+SELECT {_MEMORY_COLUMNS}, updated_at,
+       1 - (embedding <=> %(vector)s::halfvec) AS similarity
+FROM {{schema}}.memories WHERE id = ANY(%(ids)s::uuid[])"""
+
+# TTL refresh on read: items written with a TTL (kept in metadata "ttl", minutes) expire
+# that long after their last read.
+REFRESH_ITEM_TTL_SQL = """
+UPDATE {schema}.memories
+SET expires_at = now() + (metadata->>'ttl')::float8 * interval '1 minute'
+WHERE id = ANY(%(ids)s::uuid[]) AND expires_at IS NOT NULL AND metadata ? 'ttl'"""
 
 
 # -- eval ------------------------------------------------------------------------------------

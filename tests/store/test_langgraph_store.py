@@ -55,4 +55,8 @@ async def test_async_twin(store):
     await lg.aput(("agraph",), "k", {"content": "async note about tulips"})
     assert (await lg.aget(("agraph",), "k")).value["content"] == "async note about tulips"
     hits = await lg.asearch(("agraph",), query="tulips")
-    assert hits and hits[0].key == "k" and hits[0].score is not None
+    # found by its keyword before it has a vector: no similarity yet (score None)
+    assert hits and hits[0].key == "k" and hits[0].score is None
+    store.flush()
+    hits = await lg.asearch(("agraph",), query="tulips")
+    assert hits[0].key == "k" and -1.0 <= hits[0].score <= 1.0

@@ -373,7 +373,9 @@ class MemoryStore(AdapterQueries, DatasetQueries, SchemaAdmin, BaseMemoryStore):
                 every hit (``SearchResult.context``).
             after, before: only memories that occurred in ``[after, before)``.
             thread_id: only memories of this thread.
-            metadata: only memories whose metadata contains this dict.
+            metadata: only memories whose metadata matches this filter: plain values must
+                be contained; ``{"k": {"$gt": 3}}`` and ``$eq $ne $gte $lt $lte`` compare
+                (:func:`~langchain_ragtune.store.sql.metadata_filter_params`).
             after_seq: only memories written after this sequence number.
 
         Returns:

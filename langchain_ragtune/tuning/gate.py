@@ -181,6 +181,14 @@ def _sample(items: Sequence[Any], n: int) -> list[Any]:
     return [items[int(i * step)] for i in range(n)]
 
 
+def _adapter_mb(folder: Any) -> float | None:
+    """Size of the adapter's weights file in MiB (what storage and vLLM's loads move)."""
+    try:
+        return round((Path(folder) / "adapter_model.safetensors").stat().st_size / 2**20, 2)
+    except (OSError, TypeError):
+        return None
+
+
 def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None,
                     mode: Mode | None = None, train_config: Any = None,
                     gate_config: GateConfig | None = None,
@@ -349,6 +357,7 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         "train_loss": round(result.train_loss, 4), "train_seconds": result.seconds,
         "eval_seconds": round(eval_secs, 2), "steps": result.steps, "examples": result.examples,
         "tokens": result.tokens, "device": result.device, "mode": mode,
+        "adapter_mb": _adapter_mb(result.path),
         "continued_from": prev.name if init else None, "gate_passed": passed,
         "canaries": published,
         "canaries_unsteady": unsteady,

@@ -84,6 +84,11 @@ class TrainConfig:
         general_replay: general prompts with the base model's own answers mixed into the
             training data (:mod:`~langchain_ragtune.tuning.replay`), so the adapter does not
             forget what the base model knew. ``0`` turns replay off.
+        save_dtype: the adapter file's float type: ``float16`` (the default) halves the file
+            against ``float32`` (19.6 -> 9.8 MB for the default shape on SmolLM2-135M), and
+            vLLM casts adapters to its own dtype on load anyway (bfloat16 with AVX-512,
+            float32 otherwise; float16 keeps 3 more mantissa bits than bfloat16). The gate
+            evaluates the saved file, so what it measures is what is served.
         seed: seeds torch, data order and LoRA initialisation.
         torch_threads: threads torch uses (``ModelConfig.torch_threads`` by default).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
@@ -102,6 +107,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     pack_pairs: int = 12
     general_replay: int = 60
+    save_dtype: str = "float16"
     seed: int = 0
     torch_threads: int = 2
     device: str = "auto"
@@ -118,6 +124,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"TrainConfig.{name}={v!r} must be a positive int "
                                   f"(RAGTUNE_{name.upper()}).")
+        if self.save_dtype not in _SAVE_DTYPES:
+            raise ConfigError(f"TrainConfig.save_dtype={self.save_dtype!r}: use one of "
+                              f"{', '.join(_SAVE_DTYPES)} (RAGTUNE_SAVE_DTYPE).")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError(f"TrainConfig needs epochs > 0 or max_steps > 0, got "
                               f"epochs={self.epochs!r}, max_steps={self.max_steps!r}.")
@@ -329,6 +338,25 @@ def stderr_progress_callback() -> Any:
     return StderrProgressCallback()
 
 
+_SAVE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def _cast_saved_adapter(folder: Path, dtype: str) -> None:
+    """Rewrite the saved LoRA weights in ``dtype`` (atomically: a new file, then a rename)."""
+    if dtype == "float32":
+        return
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "adapter_model.safetensors"
+    target = getattr(torch, dtype)
+    tensors = {k: (v.to(target) if v.is_floating_point() else v)
+               for k, v in load_file(str(path)).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+
+
 def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: str | Path,
                   config: TrainConfig | None = None, *, init_adapter: str | Path | None = None,
                   lora_config: Any = None, callbacks: Sequence[Any] = (),
@@ -444,6 +472,7 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
     seconds = time.monotonic() - started
     # Only the LoRA weights: embeddings are not trained, and vLLM rejects extra modules.
     model.save_pretrained(str(output_dir), save_embedding_layers=False)
+    _cast_saved_adapter(output_dir, config.save_dtype)
     tok_count = sum(len(r["input_ids"]) for r in rows)
     steps = int(out.global_step)
     per_epoch = max(1, math.ceil(len(rows) / (config.batch_size * config.grad_accum)))

@@ -25,6 +25,8 @@ def test_train_config_validates():
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=0, max_steps=0)
+    with pytest.raises(ConfigError, match="save_dtype.*float16"):
+        TrainConfig(save_dtype="int8")
 
 
 def test_loss_covers_the_assistant_answer_only(base_model):
@@ -62,6 +64,12 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     cfg_json = json.loads((out / "adapter_config.json").read_text())
     assert cfg_json["r"] == 16 and not cfg_json.get("modules_to_save") and not cfg_json["use_dora"]
     validate_adapter_dir(out, max_rank=16, base_model=base_model)  # vLLM would load it
+    # stored in half precision (the default save_dtype): half the float32 size
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+    assert dtypes == {"F16"}, dtypes
 
     ev = AdapterEvaluator(base_model, max_new_tokens=16)
     base_acc, base_answers = ev.score(FACTS)

@@ -114,8 +114,12 @@ class ModelResolver:
 def endpoint_for(config: ServeConfig, namespace: Sequence[str] | None = None) -> str:
     """The endpoint a namespace's requests go to.
 
-    With several replicas (``RAGTUNE_VLLM_URLS``) a namespace always lands on the same one
-    (stable hash), which keeps its adapter warm in that server's LoRA slots.
+    With several replicas (``RAGTUNE_VLLM_URLS``) a namespace always lands on the same one,
+    which keeps its adapter warm in that server's LoRA slots. The choice is rendezvous
+    (highest-random-weight) hashing: each replica gets a hash of (namespace, replica) and the
+    highest wins, so every app replica computes the same placement from the endpoint list in
+    any order, and adding or removing a replica moves only the namespaces it gains or held
+    (a modulo hash would move most of them, and their adapters would load cold again).
 
     Example:
         >>> endpoint_for(ServeConfig(port=9000))
@@ -124,8 +128,13 @@ def endpoint_for(config: ServeConfig, namespace: Sequence[str] | None = None) ->
     urls = [u.rstrip("/") for u in config.vllm_urls] or [f"http://{config.host}:{config.port}"]
     if len(urls) == 1 or namespace is None:
         return urls[0]
-    digest = hashlib.blake2b("\x1f".join(namespace).encode(), digest_size=4).digest()
-    return urls[int.from_bytes(digest, "little") % len(urls)]
+    key = "\x1f".join(namespace).encode()
+
+    def weight(url: str) -> int:
+        digest = hashlib.blake2b(key + b"\x1e" + url.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    return max(urls, key=lambda u: (weight(u), u))
 
 
 # --- vLLM through ChatOpenAI -----------------------------------------------------------------
@@ -271,7 +280,7 @@ def create_chat_model(namespace: Sequence[str] | None = None, *, registry: Any =
     params: dict[str, Any] = {
         "model": resolver.target().name,
         "base_url": f"{url}/v1",
-        "api_key": "EMPTY",  # vLLM without --api-key accepts any key
+        "api_key": config.vllm_api_key or "EMPTY",  # vLLM without a key accepts any
         "temperature": 0.0,
         "timeout": config.request_timeout_s,
         "max_retries": 1,
@@ -289,7 +298,8 @@ def _loader(url: str, config: ServeConfig) -> Callable[[AdapterTarget], None]:
     def load(target: AdapterTarget) -> None:
         from langchain_ragtune.serving.client import AdapterLoadError, VLLMAdminClient
 
-        with VLLMAdminClient(url, timeout=config.request_timeout_s) as client:
+        with VLLMAdminClient(url, timeout=config.request_timeout_s,
+                             api_key=config.vllm_api_key) as client:
             if target.name not in client.adapters():
                 try:
                     client.load_adapter(target.name, target.path or "")

@@ -129,6 +129,23 @@ def test_replicas_are_sticky_per_namespace() -> None:
     assert endpoint_for(config, ("user-7",)) == endpoint_for(config, ("user-7",))
 
 
+def test_placement_moves_only_a_new_replicas_share() -> None:
+    """Rendezvous hashing: the list's order does not matter; a fourth replica takes about a
+    quarter of 4,000 namespaces and moves no other; removing it puts them back."""
+    three = ("http://a:1", "http://b:1", "http://c:1")
+    spaces = [(f"user-{i}",) for i in range(4000)]
+    before = {ns: endpoint_for(ServeConfig(vllm_urls=three), ns) for ns in spaces}
+    shuffled = ServeConfig(vllm_urls=tuple(reversed(three)))
+    assert all(endpoint_for(shuffled, ns) == url for ns, url in before.items())
+    four = ServeConfig(vllm_urls=(*three, "http://d:1"))
+    after = {ns: endpoint_for(four, ns) for ns in spaces}
+    moved = [ns for ns in spaces if after[ns] != before[ns]]
+    assert all(after[ns] == "http://d:1" for ns in moved)
+    assert 0.20 < len(moved) / len(spaces) < 0.30, len(moved)
+    counts = {u: sum(1 for v in before.values() if v == u) for u in three}
+    assert all(1200 < c < 1470 for c in counts.values()), counts
+
+
 def test_resolver_caches_for_its_ttl() -> None:
     registry = FakeRegistry()
     registry.pointer[("ns",)] = Rec(1, "ns-v1", "/a/v1")

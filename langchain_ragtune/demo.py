@@ -12,12 +12,14 @@ goes on with what still works):
    (:func:`~langchain_ragtune.jobs.refresh.refresh`);
 5. **serve**: start vLLM on the CPU (or attach to ``RAGTUNE_VLLM_URLS``);
 6. **publish**: load the adapter into vLLM, check its canaries, switch the namespace to it;
-7. **recent**: add a new memory *after* training (the adapter cannot know it);
-8. **ask**: a mixed set of questions (specific, temporal, multi-hop, holistic,
+7. **knows**: held-out questions about trained facts (phrasings never trained), asked with
+   no retrieval of the adapter and of the base model: what the adapter learned;
+8. **recent**: add a new memory *after* training (the adapter cannot know it);
+9. **ask**: a mixed set of questions (specific, temporal, multi-hop, holistic,
    recent-after-training, small talk, general knowledge) through the memory graph
    (route -> retrieve -> generate -> remember): for each, the route and why, the answer,
    the expected answer, the score and the latency;
-9. **summary**: accuracy and latency per route, and where the artifacts are.
+10. **summary**: accuracy and latency per route, and where the artifacts are.
 
 ``--quick`` uses a smaller set of questions and a tiny training run (target: under 8
 minutes on 2 cores; the full run: under 20).
@@ -59,11 +61,13 @@ class DemoPlan:
         distill: DistillConfig overrides.
         train: TrainConfig overrides.
         gate: GateConfig overrides.
+        knows_questions: held-out fact questions asked of adapter and base model.
     """
 
     quick: bool
     per_category: dict[int, int]
     max_new_tokens: int
+    knows_questions: int = 8
     distill: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
@@ -76,7 +80,8 @@ class DemoPlan:
                                 "canaries": 2},
                        train={"max_steps": 40, "epochs": 1.0, "batch_size": 1,
                               "max_seq_len": 384, "general_replay": 0},
-                       gate={"eval_max_questions": 8, "eval_max_new_tokens": 32, "gate": False})
+                       gate={"eval_max_questions": 8, "eval_max_new_tokens": 32, "gate": False},
+                       knows_questions=4)
         return cls(quick=False, per_category={4: 4, 2: 3, 1: 2, 3: 2}, max_new_tokens=64,
                    distill={"teacher": None, "canaries": 3},
                    train={"epochs": 4.0},
@@ -275,7 +280,7 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
 
     plan = DemoPlan.make(quick)
     started = time.perf_counter()
-    st = _Stages(9, quiet)
+    st = _Stages(10, quiet)
     model_cfg = ModelConfig.from_env()
     out = Path(out_dir) if out_dir else model_cfg.home / "demo" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -402,7 +407,18 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
             e["note"] = f"{pub.name} serving (swap {pub.swap_s:.2f} s, {checked})"
             result["publish"] = pub.as_dict()
 
-        # 7. recent
+        # 7. knows
+        with st.stage("knows", "held-out questions on trained facts, no retrieval: adapter vs "
+                      "base model") as e:
+            if "published" not in ctx or not result["artifacts"].get("dataset_id"):
+                raise _Expected("needs the published adapter and its dataset")
+            result["knows"] = knowledge_check(store, result["artifacts"]["dataset_id"],
+                                              ctx["serve"], ctx["published"],
+                                              n=plan.knows_questions,
+                                              max_tokens=plan.max_new_tokens)
+            e["note"] = describe_knowledge_check(result["knows"])
+
+        # 8. recent
         with st.stage("recent", "add a memory after training (the adapter cannot know it)") as e:
             if "ns" not in ctx:
                 raise _Expected("needs the ingest stage")
@@ -417,7 +433,7 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
             store.flush()
             e["note"] = f"{conv.speaker_a}: {_RECENT_FACT!r} (seq {store.max_seq(ctx['ns'])})"
 
-        # 8. ask
+        # 9. ask
         with st.stage("ask", "questions through the memory graph") as e:
             if "serve" not in ctx or "ns" not in ctx:
                 raise _Expected("needs a server and the ingested conversation")
@@ -441,10 +457,63 @@ def run_demo(*, quick: bool = False, conversation: str | None = None, data: str 
             e["note"] = (f"{len(questions)} questions; {graph.remember_node.writer.stats['written']}"
                          " turns remembered")
 
-        # 9. summary
+        # 10. summary
         with st.stage("summary", "accuracy and latency per route"):
             result["summary"] = summarize(result["questions"])
     return _finish(result, out, started)
+
+
+def knowledge_check(store: Any, dataset_id: int, serve_config: Any, adapter: str, *,
+                    n: int = 8, max_tokens: int = 64) -> dict[str, Any]:
+    """Ask ``n`` held-out fact questions of the dataset closed-book, through vLLM, of the
+    adapter and of the base model (same memory prompt, no retrieved context).
+
+    Returns:
+        ``questions`` (question, expected, both answers, both verdicts), ``adapter`` and
+        ``base`` (share right), and ``example``: the first question the adapter answers
+        right and the base model does not (``None`` when there is none).
+    """
+    from langchain_ragtune.distill.dataset import load_examples
+    from langchain_ragtune.distill.pipeline import is_correct
+    from langchain_ragtune.router.memory import vllm_chat_model_factory
+    from langchain_ragtune.router.prompts import MEMORY_SYSTEM_PROMPT
+
+    held = load_examples(store, dataset_id, split="heldout")[:n]
+    factory = vllm_chat_model_factory(serve_config, max_tokens=max_tokens, temperature=0.0)
+    rows = []
+    for ex in held:
+        msgs = [("system", MEMORY_SYSTEM_PROMPT), ("human", ex.question)]
+        row: dict[str, Any] = {"question": ex.question, "expected": ex.expected}
+        for who, name in (("adapter", adapter), ("base", None)):
+            answer = str(factory(name).invoke(msgs).content).strip()
+            row[f"{who}_answer"] = answer
+            row[f"{who}_correct"] = is_correct(answer, ex.question, ex.expected)
+        rows.append(row)
+
+    def share(key: str) -> float | None:
+        return round(sum(r[key] for r in rows) / len(rows), 3) if rows else None
+
+    example = next((r for r in rows if r["adapter_correct"] and not r["base_correct"]), None)
+    return {"questions": rows, "adapter": share("adapter_correct"),
+            "base": share("base_correct"), "example": example}
+
+
+def describe_knowledge_check(k: dict[str, Any]) -> str:
+    """One line for the stage report.
+
+    Example:
+        >>> describe_knowledge_check({"questions": [{}] * 2, "adapter": 0.5, "base": 0.0,
+        ...     "example": {"question": "Q?", "adapter_answer": "A.", "base_answer": "B."}})
+        "adapter 1/2 right, base model 0/2; e.g. 'Q?' -> adapter 'A.' (base model 'B.')"
+    """
+    n = len(k["questions"])
+    line = (f"adapter {round((k['adapter'] or 0) * n)}/{n} right, base model "
+            f"{round((k['base'] or 0) * n)}/{n}")
+    ex = k.get("example")
+    if ex:
+        line += (f"; e.g. {ex['question']!r} -> adapter {ex['adapter_answer'][:80]!r} "
+                 f"(base model {ex['base_answer'][:80]!r})")
+    return line
 
 
 def _ask(graph: Any, ns: tuple[str, ...], q: dict[str, Any], i: int) -> dict[str, Any]:

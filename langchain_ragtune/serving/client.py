@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -304,6 +305,8 @@ class _Base:
                                "'http://127.0.0.1:8765'.")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        if api_key is None:  # the key ServeConfig would give (RAGTUNE_VLLM_API_KEY)
+            api_key = os.environ.get("RAGTUNE_VLLM_API_KEY") or None
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def __repr__(self) -> str:

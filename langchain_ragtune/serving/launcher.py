@@ -147,6 +147,8 @@ def build_env(config: ServeConfig, base: Mapping[str, str] | None = None,
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     })
+    if config.vllm_api_key:
+        env["VLLM_API_KEY"] = config.vllm_api_key
     env.update(overrides)
     return env
 
@@ -327,7 +329,12 @@ def start_server(config: ServeConfig | None = None, *, model_path: str | Path | 
     log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
     log_file.flush()
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=build_env(config, **dict(env or {})), stdout=log_file,
+    server_env = dict(env or {})
+    # Adapters on demand (serving/resolver.py) read the storage refresh jobs write to.
+    server_env.setdefault("RAGTUNE_ADAPTER_ROOT",
+                          os.environ.get("RAGTUNE_ADAPTER_ROOT")
+                          or str(ModelConfig.from_env().adapters_dir))
+    proc = subprocess.Popen(cmd, env=build_env(config, **server_env), stdout=log_file,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # own process group: stop() ends it all
     server = VLLMServer(url=url, process=proc, log_path=log, model_path=model_path,

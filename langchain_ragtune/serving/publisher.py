@@ -217,7 +217,8 @@ class Publisher:
     # -- helpers ---------------------------------------------------------------------------
 
     def _client(self, url: str) -> VLLMAdminClient:
-        return VLLMAdminClient(url, timeout=self.config.request_timeout_s)
+        return VLLMAdminClient(url, timeout=self.config.request_timeout_s,
+                               api_key=self.config.vllm_api_key)
 
     def base_model_path(self) -> Path | None:
         """The base model folder adapters are validated against (``None``: not resolvable)."""

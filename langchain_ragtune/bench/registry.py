@@ -5,8 +5,8 @@ for other benches are ignored); :func:`run_all` runs them all and keeps going pa
 
 Example:
     >>> from langchain_ragtune.bench.registry import BENCHES
-    >>> sorted(BENCHES)
-    ['canary_margin', 'ingest', 'load', 'lora_ops', 'parametric', 'retrieval', 'router', 'swap']
+    >>> print(" ".join(sorted(BENCHES)))
+    canary_margin incremental ingest load lora_ops parametric retrieval router swap
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import inspect
 import time
 from typing import Any, Callable, Mapping
 
-from langchain_ragtune.bench import (canary_margin, ingest, load, lora_ops, parametric,
-                                     retrieval, router, swap)
+from langchain_ragtune.bench import (canary_margin, incremental, ingest, load, lora_ops,
+                                     parametric, retrieval, router, swap)
 from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.errors import InvalidInputError
 
@@ -32,6 +32,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "lora_ops": lora_ops.run_lora_ops_bench,
     "canary_margin": canary_margin.run_canary_margin_bench,
     "parametric": parametric.run_parametric_bench,
+    "incremental": incremental.run_incremental_bench,
     "load": load.run_load_bench,
 }
 
@@ -46,6 +47,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "canary_margin": {"questions": 12, "max_tokens": 16},
     "parametric": {"max_steps": 10, "teacher_max_chunks": 4, "eval_questions": 16,
                    "locomo_questions": 20},
+    "incremental": {"sample": True, "new_turns": 10},
 }
 
 

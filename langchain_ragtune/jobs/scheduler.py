@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from langchain_ragtune.errors import ConfigError
 from langchain_ragtune.store.types import namespace_str, validate_namespace
 
-__all__ = ["RefreshScheduler", "pending_namespaces", "sqlalchemy_url"]
+__all__ = ["QueuedRefresh", "RefreshScheduler", "pending_namespaces", "sqlalchemy_url"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,31 @@ def pending_namespaces(store: Any, *, min_new: int = 1, limit: int = 1000
     return store.pending_namespaces(min_new=min_new, limit=limit)
 
 
+@dataclass
+class QueuedRefresh:
+    """What a queueing sweep did for one namespace: ``queued`` (job id) or
+    ``already_waiting`` (a refresh of it is queued already and will see the new memories)."""
+
+    namespace: tuple[str, ...]
+    new_memories: int
+    job_id: int | None
+    status: str = "queued"
+    adapter_name: None = None
+    reason: str | None = None
+    ok: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"namespace": list(self.namespace), "status": self.status,
+                "job_id": self.job_id, "new_memories": self.new_memories}
+
+
+def _enqueue(app: Any, ns: tuple[str, ...], new: int) -> QueuedRefresh:
+    from langchain_ragtune.jobs.queue import enqueue_refresh
+
+    job = enqueue_refresh(app, ns, new_memories=new)
+    return QueuedRefresh(ns, new, job, "queued" if job is not None else "already_waiting")
+
+
 def _sweep_job(job_id: str) -> None:
     """What APScheduler runs: the live scheduler's sweep (skipped if it is gone)."""
     with _LIVE_LOCK:
@@ -89,6 +115,9 @@ class RefreshScheduler:
         persistent: keep the job in the SQLAlchemy job store (False: in memory).
         job_id: the job's id (one per scheduler configuration).
         tablename: the job store table, in the store's schema.
+        queue: an opened :func:`~langchain_ragtune.jobs.queue.queue_app`: sweeps then only
+            enqueue the due namespaces (most new memories first) and ``ragtune worker``
+            processes run the refreshes, on any number of hosts.
 
     Example:
         >>> sched = RefreshScheduler(store, cron="0 3 * * *", min_new=50)   # doctest: +SKIP
@@ -100,7 +129,7 @@ class RefreshScheduler:
                  refresh_options: dict[str, Any] | None = None,
                  refresh_fn: Callable[..., Any] | None = None, persistent: bool = True,
                  job_id: str = "ragtune-refresh-sweep",
-                 tablename: str = "apscheduler_jobs") -> None:
+                 tablename: str = "apscheduler_jobs", queue: Any = None) -> None:
         if cron is None and (interval_s is None or interval_s <= 0):
             raise ConfigError(f"interval_s={interval_s!r}: give a positive interval or a cron "
                               "expression.")
@@ -118,6 +147,7 @@ class RefreshScheduler:
         self.persistent = persistent
         self.job_id = job_id
         self.tablename = tablename
+        self.queue = queue
         self.history: list[Any] = []
         self._scheduler: Any = None
         self._sweep_lock = threading.Lock()
@@ -143,9 +173,13 @@ class RefreshScheduler:
         try:
             results = []
             for ns, n in self.due():
-                log.info("refreshing %s (%d new memories)", namespace_str(ns), n)
+                log.info("%s %s (%d new memories)", "enqueueing" if self.queue else "refreshing",
+                         namespace_str(ns), n)
                 try:
-                    res = self.refresh_fn(ns, store=self.store, **self.refresh_options)
+                    if self.queue is not None:
+                        res = _enqueue(self.queue, ns, n)
+                    else:
+                        res = self.refresh_fn(ns, store=self.store, **self.refresh_options)
                 except Exception:  # one namespace's failure must not starve the others
                     log.exception("refresh of %s crashed", namespace_str(ns))
                     continue

@@ -221,6 +221,18 @@ class SchemaAdmin(_Executes):
         with self._conn() as conn:
             conn.execute(self.render(sql.DROP_SCHEMA_SQL))
 
+    def install_job_queue(self, schema: str, ddl: str) -> bool:
+        """Create ``schema`` and run the job queue's ``ddl`` in it unless already done (one
+        process at a time); returns whether it was installed now."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute(sql.render(sql.QUEUE_INSTALL_LOCK_SQL, schema=schema))
+            conn.execute(sql.render(sql.CREATE_QUEUE_SCHEMA_SQL, schema=schema))
+            if conn.execute(sql.render(sql.QUEUE_INSTALLED_SQL, schema=schema)).fetchone()["ok"]:
+                return False
+            conn.execute(sql.render(sql.SET_QUEUE_SEARCH_PATH_SQL, schema=schema))
+            conn.execute(ddl)  # no parameters: sent as written
+            return True
+
     def drop_ann_index(self) -> None:
         """Drop the HNSW index (before a bulk load: one build afterwards is much faster than
         growing the index row by row)."""

@@ -718,6 +718,15 @@ SET expires_at = now() + (metadata->>'ttl')::float8 * interval '1 minute'
 WHERE id = ANY(%(ids)s::uuid[]) AND expires_at IS NOT NULL AND metadata ? 'ttl'"""
 
 
+# -- the refresh job queue (jobs/queue.py) ---------------------------------------------------
+# procrastinate's tables live in their own schema, `{schema}` here being that schema's name;
+# its DDL (procrastinate's own SQL) runs once, under an advisory lock, when the table is absent.
+QUEUE_INSTALL_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('ragtune-queue:{schema}'))"
+CREATE_QUEUE_SCHEMA_SQL = "CREATE SCHEMA IF NOT EXISTS {schema}"
+QUEUE_INSTALLED_SQL = "SELECT to_regclass('{schema}.procrastinate_jobs') IS NOT NULL AS ok"
+SET_QUEUE_SEARCH_PATH_SQL = "SET LOCAL search_path = {schema}"
+
+
 # -- eval ------------------------------------------------------------------------------------
 # Benchmarks work in throwaway schemas and drop them afterwards.
 DROP_SCHEMA_SQL = "DROP SCHEMA IF EXISTS {schema} CASCADE"

@@ -6,7 +6,7 @@ for other benches are ignored); :func:`run_all` runs them all and keeps going pa
 Example:
     >>> from langchain_ragtune.bench.registry import BENCHES
     >>> print(" ".join(sorted(BENCHES)))
-    canary_margin incremental ingest load lora_ops parametric retrieval router swap
+    canary_margin incremental ingest load lora_ops parametric retrieval router swap workers
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from langchain_ragtune.bench import (canary_margin, incremental, ingest, load, lora_ops,
-                                     parametric, retrieval, router, swap)
+                                     parametric, retrieval, router, swap, workers)
 from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.errors import InvalidInputError
 
@@ -34,6 +34,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "parametric": parametric.run_parametric_bench,
     "incremental": incremental.run_incremental_bench,
     "load": load.run_load_bench,
+    "workers": workers.run_workers_bench,
 }
 
 #: Smaller settings for ``bench all --quick`` (a smoke run of every bench in minutes).
@@ -48,6 +49,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "parametric": {"max_steps": 10, "teacher_max_chunks": 4, "eval_questions": 16,
                    "locomo_questions": 20},
     "incremental": {"sample": True, "new_turns": 10},
+    "workers": {"workers": 2, "namespaces": 6, "real": 1},
 }
 
 

@@ -233,6 +233,11 @@ class SchemaAdmin(_Executes):
             conn.execute(ddl)  # no parameters: sent as written
             return True
 
+    def drop_job_queue(self, schema: str) -> None:
+        """Drop the job queue's schema (throwaway queues of benchmarks). Irreversible."""
+        with self._conn() as conn:
+            conn.execute(sql.render(sql.DROP_SCHEMA_SQL, schema=schema))
+
     def drop_ann_index(self) -> None:
         """Drop the HNSW index (before a bulk load: one build afterwards is much faster than
         growing the index row by row)."""

@@ -336,6 +336,11 @@ class RouterConfig:
         prefer_hybrid: when retrieval found only partial evidence (between the weak and the
             strong scores), let the adapter answer with it (``hybrid``); ``False`` lets the
             base model answer from it (``retrieval``).
+        temporal_route: the route of a question about when something happened, asked of a
+            namespace with a current adapter (``hybrid``, ``parametric`` or ``retrieval``).
+            The adapter is trained on the dates of the history's facts: on LoCoMo conv-26's
+            temporal questions the adapter with the retrieved memories scored F1 0.352, the
+            adapter alone 0.328, the base model with them 0.205 (docs/benchmarks.md).
         allow_none: let small talk and general knowledge skip memory.
         router_policy: ``rules`` (the thresholds above) or ``learned`` (a policy fitted by
             ``ragtune router fit``, read from ``router_policy_path``).
@@ -361,6 +366,7 @@ class RouterConfig:
     general_threshold: float = 0.8
     fresh_route: str = "retrieval"
     prefer_hybrid: bool = True
+    temporal_route: str = "hybrid"
     allow_none: bool = True
     router_policy: str = "rules"
     router_policy_path: Path | None = None
@@ -398,6 +404,9 @@ class RouterConfig:
             raise ConfigError(f"RouterConfig.fresh_route={self.fresh_route!r} must be 'retrieval' "
                               "or 'hybrid' (RAGTUNE_FRESH_ROUTE): only those routes see memories "
                               "newer than the adapter.")
+        if self.temporal_route not in ("retrieval", "hybrid", "parametric"):
+            raise ConfigError(f"RouterConfig.temporal_route={self.temporal_route!r} must be "
+                              "'hybrid', 'parametric' or 'retrieval' (RAGTUNE_TEMPORAL_ROUTE).")
         if self.router_policy not in ("rules", "learned"):
             raise ConfigError(f"RouterConfig.router_policy={self.router_policy!r} must be 'rules' "
                               "or 'learned' (RAGTUNE_ROUTER_POLICY).")

@@ -24,7 +24,8 @@ preferences, in this order:
 4. no adapter, an adapter that may hold forgotten memories, or vLLM down -> ``retrieval``
    (an adapter trained on a forgotten memory never answers until a refresh replaces it);
 5. the best evidence is newer than the adapter's watermark -> ``fresh_route``;
-6. then scope and strength: holistic -> ``parametric``; strong retrieval -> ``retrieval``
+6. then scope and strength: holistic -> ``parametric``; a question about when with some
+   evidence -> ``temporal_route`` (``hybrid``); strong retrieval -> ``retrieval``
    (the memories answer it); nothing relevant found -> ``parametric``; partial evidence ->
    ``hybrid`` (the adapter with the context; ``retrieval`` when ``prefer_hybrid`` is off).
 
@@ -35,9 +36,11 @@ Example:
     >>> from langchain_ragtune.config import RouterConfig
     >>> state = NamespaceState(namespace=("user-1",), adapter="user-1-v2-ab12cd", watermark_seq=40)
     >>> sig = Signals(hits=5, top_vector=0.71, lexical=0.8, relevant_seqs=(12, 30))
-    >>> d = decide("When did Tomas adopt Pepper?", state, sig, RouterConfig())
+    >>> d = decide("Which city did Tomas move to?", state, sig, RouterConfig())
     >>> d.route, d.reasons[0]
-    ('retrieval', 'specific question (scope -0.80) with strong retrieval (vector 0.71, lexical 0.80)')
+    ('retrieval', 'specific question (scope -1.00) with strong retrieval (vector 0.71, lexical 0.80)')
+    >>> decide("When did Tomas adopt Pepper?", state, sig, RouterConfig()).route
+    'hybrid'
 """
 
 from __future__ import annotations
@@ -201,6 +204,10 @@ def decide(query: str | QueryFeatures, state: NamespaceState, signals: Signals |
         reasons.append(f"holistic question (scope {f.scope:+.2f}): the tuned adapter holds the "
                        "whole history")
         return done("parametric")
+    if f.temporal and not weak and c.temporal_route != "retrieval":
+        reasons.append(f"a question about when: the adapter was trained on the dates of the "
+                       f"history's facts ({c.temporal_route})")
+        return done(c.temporal_route)  # type: ignore[arg-type]
     if strong:
         # The retrieved memories answer it: the adapter would only add its slower decoding
         # (2.3x on vLLM's CPU LoRA path) and its trained answer style.

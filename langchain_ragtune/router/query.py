@@ -190,6 +190,11 @@ def is_echo(query_terms: frozenset[str], text: str, threshold: float = 0.8) -> b
             and len(hit) * threshold <= len(query_terms))
 
 
+#: A question about when something happened.
+_TEMPORAL = re.compile(r"^\W*(?:when\b|(?:in )?what (?:year|month|day|date|time)\b|"
+                       r"how long ago\b)", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class QueryFeatures:
     """What the words of a query say about the memory it needs.
@@ -204,6 +209,8 @@ class QueryFeatures:
         terms: the query's content terms (see :func:`content_terms`).
         n_words: words in the query.
         cues: which cues fired, for the decision's reasons.
+        temporal: the query asks when something happened ("When did ...", "What year ...",
+            "How long ago ...").
     """
 
     holistic: float
@@ -215,6 +222,7 @@ class QueryFeatures:
     terms: frozenset[str]
     n_words: int
     cues: tuple[str, ...] = ()
+    temporal: bool = False
 
     @property
     def scope(self) -> float:
@@ -275,4 +283,5 @@ def analyze_query(query: str) -> QueryFeatures:
         terms=content_terms(text),
         n_words=n_words,
         cues=cues,
+        temporal=_TEMPORAL.search(text) is not None,
     )

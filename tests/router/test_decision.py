@@ -21,6 +21,7 @@ FRESH = Signals(hits=6, top_vector=0.7, lexical=0.8, relevant_seqs=(130, 40))
 FRESH_SECOND = Signals(hits=6, top_vector=0.45, lexical=0.4, relevant_seqs=(40, 130))
 
 SPECIFIC = "When did Tomas adopt Pepper?"
+SPECIFIC_WHAT = "What breed is Pepper, the dog Tomas adopted?"
 HOLISTIC = "Overall, what kind of person is Priya?"
 MIXED = "What did Priya do in Lisbon?"
 SMALLTALK = "hi there, how are you?"
@@ -45,7 +46,13 @@ CASES = [
     ("fresh-not-best", MIXED, ADAPTER, FRESH_SECOND, {}, "hybrid", "newer than the adapter"),
     ("holistic", HOLISTIC, ADAPTER, MODERATE, {}, "parametric", "holistic"),
     ("holistic-strong-retrieval", HOLISTIC, ADAPTER, STRONG, {}, "parametric", "holistic"),
-    ("specific-strong", SPECIFIC, ADAPTER, STRONG, {}, "retrieval", "specific"),
+    ("specific-strong", SPECIFIC_WHAT, ADAPTER, STRONG, {}, "retrieval", "specific"),
+    ("temporal-strong", SPECIFIC, ADAPTER, STRONG, {}, "hybrid", "question about when"),
+    ("temporal-moderate", SPECIFIC, ADAPTER, MODERATE, {}, "hybrid", "question about when"),
+    ("temporal-route-off", SPECIFIC, ADAPTER, STRONG, {"temporal_route": "retrieval"},
+     "retrieval", "specific"),
+    ("temporal-parametric", SPECIFIC, ADAPTER, STRONG, {"temporal_route": "parametric"},
+     "parametric", "question about when"),
     ("mixed-strong", MIXED, ADAPTER, STRONG, {}, "retrieval", "strong retrieval"),
     ("weak-retrieval", SPECIFIC, ADAPTER, WEAK, {}, "parametric", "found nothing"),
     ("no-hits", SPECIFIC, ADAPTER, Signals(), {}, "parametric", "found nothing"),
@@ -53,14 +60,14 @@ CASES = [
     ("moderate-no-hybrid", MIXED, ADAPTER, MODERATE, {"prefer_hybrid": False}, "retrieval",
      "moderate"),
     # thresholds come from the config
-    ("vector-threshold-raised", SPECIFIC, ADAPTER,
+    ("vector-threshold-raised", SPECIFIC_WHAT, ADAPTER,
      Signals(hits=6, top_vector=0.72, lexical=0.2, relevant_seqs=(4,)),
      {"strong_vector_score": 0.8}, "hybrid", "moderate"),
     ("holistic-default-threshold", "What are Priya's habits?", ADAPTER, MODERATE, {},
      "parametric", "holistic"),
     ("holistic-threshold-raised", "What are Priya's habits?", ADAPTER, MODERATE,
      {"holistic_threshold": 0.95}, "hybrid", "moderate"),
-    ("lexical-threshold", SPECIFIC, ADAPTER, Signals(hits=3, top_vector=0.2, lexical=0.7),
+    ("lexical-threshold", SPECIFIC_WHAT, ADAPTER, Signals(hits=3, top_vector=0.2, lexical=0.7),
      {}, "retrieval", "specific"),
 ]
 

@@ -232,8 +232,8 @@ class _Ticker:
 
 def _load_conversation(conversation: str | None, data: str | None, sample: bool
                        ) -> tuple[Any, str]:
-    from langchain_ragtune.errors import DatasetError
     from langchain_ragtune.datasets.locomo import load_locomo, load_sample, select_conversations
+    from langchain_ragtune.errors import DatasetError
 
     if sample:
         convs, source = load_sample(), "the shipped sample conversation"

@@ -24,3 +24,16 @@ def pct(values: Iterable[float], q: float, digits: int = 3) -> float | None:
     """
     value = percentile(values, q)
     return None if value is None else round(value, digits)
+
+
+def finish(out: dict, started: float, json_out: str | None) -> dict:
+    """Stamp a benchmark's total seconds, write its JSON to ``json_out`` (if given), return it."""
+    import json
+    import time
+    from pathlib import Path
+
+    out["seconds"] = round(time.monotonic() - started, 1)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
+    return out

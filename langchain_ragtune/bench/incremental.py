@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from langchain_ragtune.bench._common import now_iso
+from langchain_ragtune.bench._common import finish, now_iso
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_incremental_bench"]
@@ -153,8 +152,4 @@ def run_incremental_bench(*, data: str | None = None, conversation: str = "conv-
         finally:
             store.close()
             shutil.rmtree(home, ignore_errors=True)
-    out["seconds"] = round(time.monotonic() - started, 1)
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
-    return out
+    return finish(out, started, json_out)

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from langchain_ragtune.bench._common import now_iso
+from langchain_ragtune.bench._common import finish, now_iso
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_workers_bench"]
@@ -75,8 +74,12 @@ def run_workers_bench(*, workers: int = 3, namespaces: int = 30, real: int | Non
     from langchain_ragtune.config import ModelConfig, StoreConfig
     from langchain_ragtune.datasets.locomo import load_sample
     from langchain_ragtune.eval.locomo import to_turns
-    from langchain_ragtune.jobs.queue import (enqueue_refresh, ensure_queue_schema,
-                                              queue_app, queue_stats)
+    from langchain_ragtune.jobs.queue import (
+        enqueue_refresh,
+        ensure_queue_schema,
+        queue_app,
+        queue_stats,
+    )
     from langchain_ragtune.models import resolve_base_model
     from langchain_ragtune.store import MemoryStore
     from langchain_ragtune.store.embedded import resolve_pg_uri
@@ -184,11 +187,7 @@ def run_workers_bench(*, workers: int = 3, namespaces: int = 30, real: int | Non
             store.close()
             if not log_dir:
                 shutil.rmtree(home, ignore_errors=True)
-    out["seconds"] = round(time.monotonic() - started, 1)
     out["targets"] = {"double_runs == 0": out.get("double_runs") == 0,
                       "lost_jobs == 0": out.get("lost_jobs") == 0,
                       "killed job run again": out.get("recovered_after_kill_s") is not None}
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
-    return out
+    return finish(out, started, json_out)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from langchain_ragtune._lazy import lazy_exports
-
 from langchain_ragtune.router.decision import (
     ROUTES,
     NamespaceState,
@@ -66,9 +65,14 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_ragtune.router.memory import MemoryRouter, RouteResult, namespace_from_config
-    from langchain_ragtune.router.nodes import (MemoryState, create_memory_graph,
-                                                create_memory_node, create_remember_node,
-                                                memory_graph_builder, memory_system_message)
+    from langchain_ragtune.router.nodes import (
+        MemoryState,
+        create_memory_graph,
+        create_memory_node,
+        create_remember_node,
+        memory_graph_builder,
+        memory_system_message,
+    )
 
 
 __getattr__ = lazy_exports(__name__, _LAZY)

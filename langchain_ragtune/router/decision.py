@@ -50,8 +50,14 @@ from typing import Any
 from langchain_ragtune.config import RouterConfig
 from langchain_ragtune.errors import ServingError, StoreError
 from langchain_ragtune.router.query import QueryFeatures, analyze_query
-from langchain_ragtune.router.types import (_ADAPTER_ROUTES, ROUTES, NamespaceState, Route,
-                                            RouteDecision, Signals)
+from langchain_ragtune.router.types import (
+    _ADAPTER_ROUTES,
+    ROUTES,
+    NamespaceState,
+    Route,
+    RouteDecision,
+    Signals,
+)
 
 __all__ = [
     "ROUTES",

@@ -44,8 +44,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from langchain_ragtune.errors import ConfigError, DatasetError, InvalidInputError
-from langchain_ragtune.router.types import ROUTES, Signals
 from langchain_ragtune.router.query import QueryFeatures, analyze_query
+from langchain_ragtune.router.types import ROUTES, Signals
 
 __all__ = [
     "FEATURE_NAMES",

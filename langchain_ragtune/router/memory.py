@@ -46,10 +46,9 @@ from langchain_ragtune.errors import (
     StoreError,
 )
 from langchain_ragtune.router.decision import decide
-from langchain_ragtune.router.types import NamespaceState, RouteDecision, Signals
-from langchain_ragtune.router.prompts import (format_context, last_turns, system_prompt,
-                                              user_prompt)
+from langchain_ragtune.router.prompts import format_context, last_turns, system_prompt, user_prompt
 from langchain_ragtune.router.query import analyze_query, is_echo
+from langchain_ragtune.router.types import NamespaceState, RouteDecision, Signals
 from langchain_ragtune.store.types import validate_namespace
 
 __all__ = [

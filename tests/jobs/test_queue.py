@@ -32,8 +32,12 @@ def test_workers_drain_the_queue_and_a_killed_workers_job_runs_again(pg_uri, tmp
 
 
 def test_enqueueing_collapses_duplicates_and_installs_once(store_config):
-    from langchain_ragtune.jobs.queue import (enqueue_refresh, ensure_queue_schema, queue_app,
-                                              queue_stats)
+    from langchain_ragtune.jobs.queue import (
+        enqueue_refresh,
+        ensure_queue_schema,
+        queue_app,
+        queue_stats,
+    )
     from langchain_ragtune.store import MemoryStore
     from langchain_ragtune.testing import HashEmbeddings
 

@@ -11,7 +11,6 @@ import shutil
 
 import httpx
 import pytest
-
 from fixtures_vllm import require_vllm, vllm_test_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -285,10 +285,12 @@ class AsyncMemoryStore(BaseMemoryStore):
     async def search(self, namespace: Any, query: str, *, k: int = 10, mode: str = "hybrid",
                      window: int = 0, after: Any = None, before: Any = None,
                      thread_id: str | None = None, metadata: dict | None = None,
-                     after_seq: int | None = None) -> list[SearchResult]:
+                     after_seq: int | None = None,
+                     roles: Sequence[str] | None = None) -> list[SearchResult]:
         """Hybrid search within a namespace; see :meth:`MemoryStore.search`."""
         namespace, query, k, mode, window, params = self._search_params(
-            namespace, query, k, mode, window, after, before, thread_id, metadata, after_seq)
+            namespace, query, k, mode, window, after, before, thread_id, metadata, after_seq,
+            roles)
         vector_rows: list[dict] = []
         keyword_rows: list[dict] = []
         async with self._conn() as conn:

@@ -210,7 +210,8 @@ class BaseMemoryStore:
 
     def _search_params(self, namespace: Any, query: Any, k: Any, mode: Any, window: Any,
                        after: Any, before: Any, thread_id: Any, metadata: Any,
-                       after_seq: Any) -> tuple[tuple[str, ...], str, int, str, int, dict]:
+                       after_seq: Any, roles: Any = None
+                       ) -> tuple[tuple[str, ...], str, int, str, int, dict]:
         namespace = validate_namespace(namespace)
         query = clean_text(query, what="query")
         k = validate_k(k)
@@ -223,7 +224,12 @@ class BaseMemoryStore:
             raise InvalidInputError(f"after_seq={after_seq!r} must be an int or None.")
         if thread_id is not None and not isinstance(thread_id, str):
             raise InvalidInputError(f"thread_id={thread_id!r} must be a string or None.")
+        if roles is not None and (isinstance(roles, str) or not roles
+                                  or not all(isinstance(r, str) and r for r in roles)):
+            raise InvalidInputError(f"roles={roles!r} must be a non-empty list of role names, "
+                                    "e.g. ['human'] (or None for every role).")
         params = {
+            "roles": list(roles) if roles is not None else None,
             "namespace": list(namespace),
             "text": query,
             "after": _utc(after, "after"),

@@ -41,7 +41,7 @@ def result_to_document(result: SearchResult) -> Document:
 # Per-call options a caller may pass to ``invoke(query, **kwargs)``; the namespace is not
 # one of them: it is fixed when the retriever is built, never taken from a call or a model.
 _SEARCH_OPTIONS = frozenset({"k", "mode", "window", "after", "before", "thread_id",
-                             "metadata", "after_seq"})
+                             "metadata", "after_seq", "roles"})
 
 
 class MemoryRetriever(BaseRetriever):

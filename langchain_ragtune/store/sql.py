@@ -334,7 +334,8 @@ SEARCH_FILTERS = f"""
     AND (%(before)s::timestamptz IS NULL OR occurred_at < %(before)s)
     AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s)
     AND {METADATA_FILTERS}
-    AND (%(after_seq)s::bigint IS NULL OR seq > %(after_seq)s)"""
+    AND (%(after_seq)s::bigint IS NULL OR seq > %(after_seq)s)
+    AND (%(roles)s::text[] IS NULL OR role = ANY(%(roles)s::text[]))"""
 
 #: The comparison operators of a metadata filter (LangGraph's ``BaseStore.search`` filter).
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")

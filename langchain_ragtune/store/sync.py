@@ -356,7 +356,8 @@ class MemoryStore(AdapterQueries, DatasetQueries, SchemaAdmin, BaseMemoryStore):
     def search(self, namespace: Any, query: str, *, k: int = 10, mode: str = "hybrid",
                window: int = 0, after: Any = None, before: Any = None,
                thread_id: str | None = None, metadata: dict | None = None,
-               after_seq: int | None = None) -> list[SearchResult]:
+               after_seq: int | None = None,
+               roles: Sequence[str] | None = None) -> list[SearchResult]:
         """Find the memories of ``namespace`` that best match ``query``.
 
         Hybrid mode fuses HNSW/exact cosine search with PostgreSQL full-text search by
@@ -377,12 +378,14 @@ class MemoryStore(AdapterQueries, DatasetQueries, SchemaAdmin, BaseMemoryStore):
                 be contained; ``{"k": {"$gt": 3}}`` and ``$eq $ne $gte $lt $lte`` compare
                 (:func:`~langchain_ragtune.store.sql.metadata_filter_params`).
             after_seq: only memories written after this sequence number.
+            roles: only memories of these roles (``"human"``, ``"ai"``, ``"note"``...).
 
         Returns:
             Up to ``k`` results, best first, with scores and provenance.
         """
         namespace, query, k, mode, window, params = self._search_params(
-            namespace, query, k, mode, window, after, before, thread_id, metadata, after_seq)
+            namespace, query, k, mode, window, after, before, thread_id, metadata, after_seq,
+            roles)
         vector_rows: list[dict] = []
         keyword_rows: list[dict] = []
         with self._conn() as conn:

@@ -278,3 +278,17 @@ def test_server_without_pgvector_says_how_to_fix(store_config, monkeypatch):
             s.setup()
     finally:
         s.close()
+
+
+def test_search_by_role(store):
+    """What the assistant said can be kept out of a search (roles), and the filter is checked."""
+    ns = ("roles",)
+    store.add(ns, [{"text": "I planted tomatoes on the balcony.", "role": "human"},
+                   {"text": "Tomatoes on a balcony need a big pot.", "role": "ai"}])
+    store.flush()
+    both = store.search(ns, "tomatoes balcony", k=5)
+    assert {h.memory.role for h in both} == {"human", "ai"}
+    human = store.search(ns, "tomatoes balcony", k=5, roles=["human"])
+    assert [h.memory.role for h in human] == ["human"]
+    with pytest.raises(InvalidInputError, match="roles"):
+        store.search(ns, "tomatoes", roles="human")

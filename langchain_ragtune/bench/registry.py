@@ -5,8 +5,9 @@ for other benches are ignored); :func:`run_all` runs them all and keeps going pa
 
 Example:
     >>> from langchain_ragtune.bench.registry import BENCHES
-    >>> print(" ".join(sorted(BENCHES)))
-    canary_margin incremental ingest load lora_ops parametric retrieval router swap workers
+    >>> print(" ".join(sorted(BENCHES)[:6])); print(" ".join(sorted(BENCHES)[6:]))
+    assistant_turns canary_margin incremental ingest load lora_ops
+    parametric retrieval router swap workers
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import inspect
 import time
 from typing import Any, Callable, Mapping
 
-from langchain_ragtune.bench import (canary_margin, incremental, ingest, load, lora_ops,
-                                     parametric, retrieval, router, swap, workers)
+from langchain_ragtune.bench import (assistant_turns, canary_margin, incremental, ingest, load,
+                                     lora_ops, parametric, retrieval, router, swap, workers)
 from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.errors import InvalidInputError
 
@@ -35,6 +36,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "incremental": incremental.run_incremental_bench,
     "load": load.run_load_bench,
     "workers": workers.run_workers_bench,
+    "assistant_turns": assistant_turns.run_assistant_turns_bench,
 }
 
 #: Smaller settings for ``bench all --quick`` (a smoke run of every bench in minutes).
@@ -50,6 +52,7 @@ QUICK: dict[str, dict[str, Any]] = {
                    "locomo_questions": 20},
     "incremental": {"sample": True, "new_turns": 10},
     "workers": {"workers": 2, "namespaces": 6, "real": 1},
+    "assistant_turns": {"questions": 9},
 }
 
 

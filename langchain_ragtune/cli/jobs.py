@@ -56,6 +56,8 @@ def register(subparsers: Any) -> None:
     for sp in (start, once):
         sp.add_argument("--queue", action="store_true",
                         help="only enqueue due namespaces; `ragtune worker` processes refresh")
+        sp.add_argument("--min-interval", type=float, default=0.0,
+                        help="seconds a namespace waits after its last adapter switch")
     w = subparsers.add_parser(
         "worker", help="run refresh jobs from the queue (any number, on any hosts)",
         description="Take refresh jobs from the PostgreSQL job queue until SIGINT/SIGTERM. "
@@ -166,7 +168,7 @@ def _scheduler(args: argparse.Namespace, store: Any, **kw: Any) -> Any:
     if getattr(args, "queue", False):
         kw["queue"] = _opened_queue(store)
     return RefreshScheduler(store, interval_s=args.interval, cron=args.cron,
-                            min_new=args.min_new,
+                            min_new=args.min_new, min_interval_s=args.min_interval,
                             namespaces=[parse_namespace(n) for n in args.namespace] or None,
                             refresh_options={**_options(args), "progress": False}, **kw)
 

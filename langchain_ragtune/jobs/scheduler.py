@@ -52,8 +52,8 @@ def sqlalchemy_url(pg_uri: str) -> str:
     raise ConfigError(f"{pg_uri!r} is not a PostgreSQL URI (postgresql://...).")
 
 
-def pending_namespaces(store: Any, *, min_new: int = 1, limit: int = 1000
-                       ) -> list[tuple[tuple[str, ...], int]]:
+def pending_namespaces(store: Any, *, min_new: int = 1, limit: int = 1000,
+                       min_interval_s: float = 0.0) -> list[tuple[tuple[str, ...], int]]:
     """Namespaces with at least ``min_new`` live memories newer than their adapter's watermark.
 
     Returns:
@@ -61,7 +61,9 @@ def pending_namespaces(store: Any, *, min_new: int = 1, limit: int = 1000
     """
     if isinstance(min_new, bool) or not isinstance(min_new, int) or min_new < 1:
         raise ConfigError(f"min_new={min_new!r} must be an int >= 1.")
-    return store.pending_namespaces(min_new=min_new, limit=limit)
+    if min_interval_s < 0:
+        raise ConfigError(f"min_interval_s={min_interval_s!r} must be >= 0.")
+    return store.pending_namespaces(min_new=min_new, limit=limit, min_interval_s=min_interval_s)
 
 
 @dataclass
@@ -115,6 +117,9 @@ class RefreshScheduler:
         persistent: keep the job in the SQLAlchemy job store (False: in memory).
         job_id: the job's id (one per scheduler configuration).
         tablename: the job store table, in the store's schema.
+        min_interval_s: leave a namespace alone until this long after its last adapter was
+            switched in (a busy user would otherwise be retrained at every sweep while quiet
+            ones wait).
         queue: an opened :func:`~langchain_ragtune.jobs.queue.queue_app`: sweeps then only
             enqueue the due namespaces (most new memories first) and ``ragtune worker``
             processes run the refreshes, on any number of hosts.
@@ -129,7 +134,8 @@ class RefreshScheduler:
                  refresh_options: dict[str, Any] | None = None,
                  refresh_fn: Callable[..., Any] | None = None, persistent: bool = True,
                  job_id: str = "ragtune-refresh-sweep",
-                 tablename: str = "apscheduler_jobs", queue: Any = None) -> None:
+                 tablename: str = "apscheduler_jobs", queue: Any = None,
+                 min_interval_s: float = 0.0) -> None:
         if cron is None and (interval_s is None or interval_s <= 0):
             raise ConfigError(f"interval_s={interval_s!r}: give a positive interval or a cron "
                               "expression.")
@@ -148,6 +154,9 @@ class RefreshScheduler:
         self.job_id = job_id
         self.tablename = tablename
         self.queue = queue
+        self.min_interval_s = float(min_interval_s)
+        #: Jobs waiting in the queue after each queueing sweep (the backlog's trend).
+        self.backlog: list[int] = []
         self.history: list[Any] = []
         self._scheduler: Any = None
         self._sweep_lock = threading.Lock()
@@ -156,7 +165,8 @@ class RefreshScheduler:
 
     def due(self) -> list[tuple[tuple[str, ...], int]]:
         """The namespaces a sweep would refresh now, with their new-memory counts."""
-        rows = pending_namespaces(self.store, min_new=self.min_new)
+        rows = pending_namespaces(self.store, min_new=self.min_new,
+                                  min_interval_s=self.min_interval_s)
         if self.namespaces is not None:
             wanted = set(self.namespaces)
             rows = [(ns, n) for ns, n in rows if ns in wanted]
@@ -185,9 +195,32 @@ class RefreshScheduler:
                     continue
                 results.append(res)
                 self.history.append(res)
+            if self.queue is not None:
+                self._watch_backlog()
             return results
         finally:
             self._sweep_lock.release()
+
+    def _watch_backlog(self, sweeps: int = 3) -> None:
+        """Record the queue's waiting jobs; warn when it grew ``sweeps`` sweeps in a row.
+
+        Nothing is dropped meanwhile: a namespace has at most one waiting refresh (its
+        queueing lock), and that refresh reads every memory acknowledged before it runs.
+        """
+        from langchain_ragtune.jobs.queue import queue_stats
+
+        try:
+            waiting = int(queue_stats(self.queue).get("todo", 0))
+        except Exception:  # the numbers are advisory; the sweep itself succeeded
+            log.debug("could not read the refresh queue's size", exc_info=True)
+            return
+        self.backlog.append(waiting)
+        recent = self.backlog[-(sweeps + 1):]
+        if len(recent) == sweeps + 1 and all(b > a for a, b in zip(recent, recent[1:])):
+            log.warning("the refresh queue grew at each of the last %d sweeps (%s jobs "
+                        "waiting): workers do not keep up; start more `ragtune worker`s or "
+                        "raise --min-new / --min-interval", sweeps,
+                        " -> ".join(map(str, recent)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -157,11 +157,13 @@ class AdapterQueries(_Executes):
             return conn.execute(self.render(sql.ROUTER_STATE_SQL),
                                 {"namespace": list(namespace)}).fetchone()
 
-    def pending_namespaces(self, *, min_new: int, limit: int
+    def pending_namespaces(self, *, min_new: int, limit: int, min_interval_s: float = 0.0
                            ) -> builtins.list[tuple[tuple[str, ...], int]]:
         """Namespaces with at least ``min_new`` live memories newer than their adapter's
-        watermark, most new memories first."""
-        rows = self._rows(sql.PENDING_NAMESPACES_SQL, {"min_new": min_new, "limit": limit})
+        watermark and no adapter switched in during the last ``min_interval_s`` seconds,
+        most new memories first."""
+        rows = self._rows(sql.PENDING_NAMESPACES_SQL, {"min_new": min_new, "limit": limit,
+                                                       "min_interval_s": float(min_interval_s)})
         return [(tuple(r["namespace"]), int(r["new"])) for r in rows]
 
 

@@ -652,13 +652,16 @@ SELECT count(*) AS n FROM {schema}.memories
 WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now()) AND seq > %(after_seq)s"""
 
 # Namespaces with at least `min_new` live memories newer than their current adapter's
-# watermark (all of them when they have no adapter): what a scheduler sweep refreshes.
+# watermark (all of them when they have no adapter) and whose adapter was switched in at least
+# `min_interval_s` seconds ago: what a scheduler sweep refreshes.
 PENDING_NAMESPACES_SQL = """
 SELECT m.namespace, count(*) AS new, coalesce(max(a.watermark_seq), 0) AS watermark_seq
 FROM {schema}.memories m
 LEFT JOIN {schema}.current_adapter c ON c.namespace = m.namespace
 LEFT JOIN {schema}.adapters a ON a.id = c.adapter_id
 WHERE (m.expires_at IS NULL OR m.expires_at > now()) AND m.seq > coalesce(a.watermark_seq, 0)
+  AND (c.switched_at IS NULL
+       OR c.switched_at <= now() - %(min_interval_s)s::float8 * interval '1 second')
 GROUP BY m.namespace
 HAVING count(*) >= %(min_new)s
 ORDER BY count(*) DESC

@@ -54,3 +54,27 @@ def test_enqueueing_collapses_duplicates_and_installs_once(store_config):
         assert queue_stats(app)["todo"] == 2
     store.drop_job_queue(app.ragtune_schema)
     store.close()
+
+
+def test_a_growing_backlog_is_reported(store_config, caplog):
+    """Queueing sweeps record the waiting jobs and warn when workers do not keep up."""
+    from langchain_ragtune.jobs.queue import ensure_queue_schema, queue_app
+    from langchain_ragtune.jobs.scheduler import RefreshScheduler
+    from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.testing import HashEmbeddings
+
+    store = MemoryStore(store_config, embeddings=HashEmbeddings(), background_embedding=False)
+    store.setup()
+    app = queue_app(store_config)
+    ensure_queue_schema(app, store)
+    with app.open():
+        sched = RefreshScheduler(store, persistent=False, queue=app)
+        for i in range(4):  # no worker runs: every sweep adds a namespace's job
+            store.add((f"grow-{i}",), [{"text": f"note {i}", "speaker": "Ola"}])
+            with caplog.at_level("WARNING", logger="langchain_ragtune.jobs.scheduler"):
+                done = sched.run_once()
+            assert {r.status for r in done} <= {"queued", "already_waiting"}
+        assert sched.backlog[-4:] == sorted(sched.backlog[-4:]) and sched.backlog[-1] >= 4
+    assert "workers do not keep up" in caplog.text
+    store.drop_job_queue(app.ragtune_schema)
+    store.close()

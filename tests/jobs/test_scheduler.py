@@ -56,6 +56,11 @@ def test_pending_counts_memories_newer_than_the_watermark(store, namespaces):
     reg.switch_current(big, rec.id)
     assert dict(pending_namespaces(store, min_new=1))[big] == 2
     assert big not in dict(pending_namespaces(store, min_new=3))
+    # a minimum interval since the last switch holds it back; namespaces without one are due
+    held = dict(pending_namespaces(store, min_new=1, min_interval_s=3600))
+    assert big not in held and held[small] == 1
+    with pytest.raises(ConfigError, match="min_interval_s"):
+        pending_namespaces(store, min_interval_s=-1)
 
 
 def test_run_once_refreshes_only_due_namespaces(store, namespaces):

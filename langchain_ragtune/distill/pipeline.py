@@ -90,6 +90,8 @@ class DistillConfig:
         teacher_retries: extra attempts when a reply does not parse.
         chunk_turns, chunk_chars: the size of a chunk (what a RAG system retrieves).
         replay_ratio: replayed older memories per new memory (continual training).
+        replay_facts: a continued refresh also trains every earlier fact again, one probe
+            question each (the previous dataset's), so the adapter keeps them.
         max_replay: most older memories replayed.
         min_grounding: share of an answer's content words that must occur in its source.
         dedupe_threshold: word-set Jaccard at which two questions are near-duplicates.
@@ -115,6 +117,7 @@ class DistillConfig:
     chunk_turns: int = 8
     chunk_chars: int = 1500
     replay_ratio: float = 0.5
+    replay_facts: bool = True
     max_replay: int = 400
     min_grounding: float = 0.6
     dedupe_threshold: float = 0.9
@@ -339,6 +342,7 @@ def _teacher_drafts(teacher: Teacher, chunks: Sequence[Chunk], config: DistillCo
 def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = None,
                    config: DistillConfig | None = None, teacher: Teacher | None = None,
                    previous_canaries: Sequence[Example] = (), new_ids: set[str] | None = None,
+                   previous_facts: Sequence[Example] = (),
                    progress: bool = False) -> DistillResult:
     """Make the training examples for ``memories`` (no database).
 
@@ -351,6 +355,9 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
         teacher: a ready :class:`Teacher`, or None for the extractive path only.
         previous_canaries: the namespace's canaries so far (kept while their sources live).
         new_ids: ids of the new (not replayed) memories: the teacher sees their chunks first.
+        previous_facts: the previous dataset's fact probes (one question per fact): a
+            continued refresh trains them again, so the adapter keeps the facts it knew
+            (their sources must still be live: a forgotten memory's fact is not replayed).
         progress: show a progress bar for the teacher calls.
 
     Returns:
@@ -415,6 +422,19 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
             examples.append(Example(kind=c.kind, split="train", question=c.question,
                                     answer=c.answer, source_ids=c.source_ids,
                                     meta={**c.meta, "canary": True}, system=config.system_prompt))
+    taught = {e.meta.get("fact") for e in examples}
+    replayed_facts = 0
+    for e in previous_facts:
+        fact = e.meta.get("fact")
+        if not fact or fact in taught or not set(e.source_ids) <= live_ids:
+            continue
+        taught.add(fact)
+        replayed_facts += 1
+        examples.append(Example(kind=e.kind, split="train", question=e.question,
+                                answer=e.answer, source_ids=e.source_ids,
+                                meta={**e.meta, "probe": True, "replayed_fact": True,
+                                      "canary": False},
+                                system=config.system_prompt))
     examples = _cap(examples, config.max_examples, config.seed)
     n_drafts = sum(drafted.values())
     n_rejected = sum(rejected.values())
@@ -429,6 +449,7 @@ def build_examples(memories: Sequence[Any], *, history: Sequence[Any] | None = N
         "heldout": sum(e.split == "heldout" for e in examples),
         "canaries": [{"question": e.question, "expected": e.expected,
                       "source_ids": list(e.source_ids)} for e in examples if e.meta.get("canary")],
+        "replayed_facts": replayed_facts,
         "rejected": dict(rejected),
         "rejection_rate": round(n_rejected / n_drafts, 4) if n_drafts else 0.0,
         "teacher": {"name": teacher.name if teacher else None,
@@ -506,13 +527,19 @@ def distill(namespace: Any, *, store: Any, config: DistillConfig | None = None,
     replay = _replay_sample(old, min(config.max_replay, math.ceil(config.replay_ratio * len(new))),
                             config) if new else []
     prev = latest_dataset(store, ns)
-    prev_canaries = [e for e in load_examples(store, prev.id, split="train")
-                     if e.meta.get("canary")] if prev else []
+    prev_train = load_examples(store, prev.id, split="train") if prev else []
+    prev_canaries = [e for e in prev_train if e.meta.get("canary")]
+    # A continued refresh trains on the new memories only; the facts learned before come
+    # back as one probe question each, or the adapter forgets them (27 of 72 points lost on
+    # LoCoMo conv-26 when only older turns were replayed, docs/benchmarks.md).
+    prev_facts = ([e for e in prev_train if e.meta.get("probe")]
+                  if after_seq and config.replay_facts else [])
     spec = config.teacher if teacher is ... else teacher
     t = resolve_teacher(spec, model_config=model_config, timeout_s=config.teacher_timeout_s,
                         retries=config.teacher_retries) if new else None
     result = build_examples(new + replay, history=history, config=config, teacher=t,
                             previous_canaries=prev_canaries, new_ids={m.id for m in new},
+                            previous_facts=prev_facts,
                             progress=progress)
     result.watermark_seq = max((m.seq for m in history), default=0)
     result.stats["input"].update({"new": len(new), "replay": len(replay), "after_seq": after_seq})

@@ -115,6 +115,23 @@ def test_watermark_limits_input_and_canaries_carry_over(store, ns):
     now = {e.question for e in result.examples if e.meta.get("canary")}
     assert old_canaries <= now
     assert [d.version for d in list_datasets(store, ns)] == [1, 2, 3]
+    # every fact taught before comes back once (its probe), so the continued adapter keeps it
+    old_facts = {e.meta["fact"] for e in load_examples(store, prev.id, split="train")
+                 if e.meta.get("probe")}
+    train = [e for e in result.examples if e.split == "train"]
+    assert old_facts and old_facts <= {e.meta.get("fact") for e in train}
+    replayed = [e for e in train if e.meta.get("replayed_fact")]
+    assert result.stats["replayed_facts"] == len(replayed) > 0
+    assert len({e.meta["fact"] for e in replayed}) == len(replayed)  # one question per fact
+    # a replayed fact whose memory was forgotten is not taught again
+    gone = replayed[0]
+    store.delete(ns, list(gone.source_ids))
+    again = distill(ns, store=store, config=CFG, after_seq=mark, save=False)
+    assert gone.meta["fact"] not in {e.meta.get("fact") for e in again.examples}
+    off = distill(ns, store=store, config=DistillConfig(teacher=None, canaries=3,
+                                                        replay_facts=False),
+                  after_seq=mark, save=False)
+    assert off.stats["replayed_facts"] == 0
 
 
 def test_junk_teacher_is_counted_and_grounded_teacher_pairs_kept(store, ns):

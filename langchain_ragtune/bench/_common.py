@@ -1,13 +1,14 @@
-"""What the benchmarks share: the date stamp and percentiles every JSON result carries."""
+"""What the benchmarks share: the date stamp and percentiles every JSON result carries, and
+the end of a run (its JSON written, its throwaway schema and folder removed)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from langchain_ragtune.eval.metrics import percentile
 
-__all__ = ["now_iso", "pct"]
+__all__ = ["discard", "finish", "now_iso", "pct"]
 
 
 def now_iso() -> str:
@@ -37,3 +38,15 @@ def finish(out: dict, started: float, json_out: str | None) -> dict:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(out, indent=2, ensure_ascii=False, default=str))
     return out
+
+
+def discard(store: Any, home: Any = None) -> None:
+    """Drop a benchmark's throwaway schema, close its store and remove its home folder."""
+    import shutil
+
+    try:
+        store.drop_schema()
+    finally:
+        store.close()
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)

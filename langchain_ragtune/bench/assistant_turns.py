@@ -58,8 +58,11 @@ def run_assistant_turns_bench(*, data: str | None = None, conversation: str = "c
     from langchain_ragtune.eval.metrics import evidence_recall_at_k, mean, score_answer
     from langchain_ragtune.router.memory import vllm_chat_model_factory
     from langchain_ragtune.router.nodes import create_memory_graph
-    from langchain_ragtune.router.prompts import (RETRIEVAL_SYSTEM_PROMPT, format_context,
-                                                  user_prompt)
+    from langchain_ragtune.router.prompts import (
+        RETRIEVAL_SYSTEM_PROMPT,
+        format_context,
+        user_prompt,
+    )
     from langchain_ragtune.serving.launcher import serving_endpoints
     from langchain_ragtune.store import MemoryStore
 

@@ -66,9 +66,9 @@ def lead_stats(pairs: list[tuple[list[float], list[float]]]) -> dict[str, Any]:
 def _margin_questions(n: int) -> list[str]:
     """The fact adapters' trained questions, then questions in the canaries' form ("What
     did S say about T on D?") on the shipped sample conversation."""
+    from langchain_ragtune.datasets.locomo import load_sample
     from langchain_ragtune.distill.extract import topic_phrase
     from langchain_ragtune.distill.text import format_date
-    from langchain_ragtune.datasets.locomo import load_sample
 
     turns = list(load_sample()[0].turns())
     speakers = {t.speaker for t in turns}

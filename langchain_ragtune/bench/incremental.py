@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from langchain_ragtune.bench._common import finish, now_iso
+from langchain_ragtune.bench._common import discard, finish, now_iso
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_incremental_bench"]
@@ -147,9 +146,5 @@ def run_incremental_bench(*, data: str | None = None, conversation: str = "conv-
                           "new_fact_recall >= 0.9": learned is not None and learned >= 0.9,
                           "points_lost <= 5": out["points_lost"] <= 5}
     finally:
-        try:
-            store.drop_schema()
-        finally:
-            store.close()
-            shutil.rmtree(home, ignore_errors=True)
+        discard(store, home)
     return finish(out, started, json_out)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from langchain_ragtune.bench._common import finish, now_iso
+from langchain_ragtune.bench._common import discard, finish, now_iso
 from langchain_ragtune.hardware import machine_info
 
 __all__ = ["run_parametric_bench"]
@@ -207,9 +206,5 @@ def run_parametric_bench(*, data: str | None = None, conversation: str = "conv-2
                 "categories": list(categories)}
             out["refresh_seconds"] = round(secs + m["train_seconds"] + m["eval_seconds"], 1)
     finally:
-        try:
-            store.drop_schema()
-        finally:
-            store.close()
-            shutil.rmtree(home, ignore_errors=True)
+        discard(store, home)
     return finish(out, started, json_out)

@@ -16,8 +16,19 @@ import inspect
 import time
 from typing import Any, Callable, Mapping
 
-from langchain_ragtune.bench import (assistant_turns, canary_margin, incremental, ingest, load,
-                                     lora_ops, parametric, retrieval, router, swap, workers)
+from langchain_ragtune.bench import (
+    assistant_turns,
+    canary_margin,
+    incremental,
+    ingest,
+    load,
+    lora_ops,
+    parametric,
+    retrieval,
+    router,
+    swap,
+    workers,
+)
 from langchain_ragtune.bench._common import now_iso
 from langchain_ragtune.errors import InvalidInputError
 

@@ -142,10 +142,10 @@ def run_e2e(*, questions: int = 8, answer_tokens: int = 32, k: int = 6, rounds: 
     from langchain_ragtune.models import prepare_base_model
     from langchain_ragtune.router.memory import MemoryRouter, vllm_chat_model_factory
     from langchain_ragtune.router.prompts import context_block
-    from langchain_ragtune.testing.adapters import ensure_fact_adapter
     from langchain_ragtune.serving.launcher import start_server
     from langchain_ragtune.serving.publisher import Publisher
     from langchain_ragtune.store import MemoryStore
+    from langchain_ragtune.testing.adapters import ensure_fact_adapter
     from langchain_ragtune.tuning.registry import AdapterRegistry, make_adapter_name
 
     out: dict[str, Any] = {}

@@ -10,9 +10,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from langchain_ragtune.cli._common import (add_json_flag, add_namespace_arg, add_quiet_flag,
                                            add_teacher_arg, add_training_args, open_store,
@@ -231,18 +232,25 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_enqueue(args: argparse.Namespace) -> int:
-    from langchain_ragtune.jobs.queue import enqueue_refresh
-
+@contextlib.contextmanager
+def _queue_session() -> Iterator[Any]:
+    """The store and its opened job queue for one command, both closed afterwards."""
     store = open_store()
     try:
         app = _opened_queue(store)
         try:
-            job = enqueue_refresh(app, parse_namespace(args.namespace), force=args.force)
+            yield app
         finally:
             app.close()
     finally:
         store.close()
+
+
+def _queue_enqueue(args: argparse.Namespace) -> int:
+    from langchain_ragtune.jobs.queue import enqueue_refresh
+
+    with _queue_session() as app:
+        job = enqueue_refresh(app, parse_namespace(args.namespace), force=args.force)
     out = {"namespace": list(parse_namespace(args.namespace)), "job_id": job,
            "status": "queued" if job is not None else "already_waiting"}
     if args.json:
@@ -256,15 +264,8 @@ def _queue_enqueue(args: argparse.Namespace) -> int:
 def _queue_stats(args: argparse.Namespace) -> int:
     from langchain_ragtune.jobs.queue import queue_stats
 
-    store = open_store()
-    try:
-        app = _opened_queue(store)
-        try:
-            stats = queue_stats(app)
-        finally:
-            app.close()
-    finally:
-        store.close()
+    with _queue_session() as app:
+        stats = queue_stats(app)
     if args.json:
         print_json(stats)
     else:

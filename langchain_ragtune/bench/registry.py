@@ -7,7 +7,7 @@ Example:
     >>> from langchain_ragtune.bench.registry import BENCHES
     >>> print(" ".join(sorted(BENCHES)[:6])); print(" ".join(sorted(BENCHES)[6:]))
     assistant_turns canary_margin incremental ingest load lora_ops
-    parametric retrieval router swap workers
+    parametric retrieval router swap tenants workers
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from langchain_ragtune.bench import (
     retrieval,
     router,
     swap,
+    tenants,
     workers,
 )
 from langchain_ragtune.bench._common import now_iso
@@ -47,6 +48,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "incremental": incremental.run_incremental_bench,
     "load": load.run_load_bench,
     "workers": workers.run_workers_bench,
+    "tenants": tenants.run_tenants_bench,
     "assistant_turns": assistant_turns.run_assistant_turns_bench,
 }
 
@@ -63,6 +65,7 @@ QUICK: dict[str, dict[str, Any]] = {
                    "locomo_questions": 20},
     "incremental": {"sample": True, "new_turns": 10},
     "workers": {"workers": 2, "namespaces": 6, "real": 1},
+    "tenants": {"namespaces": 30, "facts": 2, "requests": 60},
     "assistant_turns": {"questions": 9},
 }
 

@@ -108,6 +108,20 @@ def summary_rows(results: Mapping[str, Any]) -> list[list[str]]:
                  f"{_num(_get(o, 'by_threshold', '1.0', 'answers'))} / {_num(at_default)}",
                  "0 otherwise", _ok(None if at_default is None else at_default == 0)],
             ]
+        elif name == "tenants":
+            cold = _get(r, "cold_first_token_ms", "p95")
+            warm = _get(r, "warm_first_token_ms", "p95")
+            rows += [
+                [name, "failed / wrong answers",
+                 f"{_num(r.get('failed'))} / {_num(r.get('wrong_answers'))}", "0 / 0",
+                 _ok(None if r.get("failed") is None
+                     else r.get("failed") == 0 and r.get("wrong_answers") == 0)],
+                [name, "first token p95 ms (cold / warm)", f"{_num(cold)} / {_num(warm)}",
+                 "cold <= 2 x warm + 300",
+                 _ok(None if cold is None or warm is None else cold <= 2 * warm + 300)],
+                [name, "adapter loads/s, namespaces",
+                 f"{_num(r.get('loads_per_s'))}, {_num(r.get('namespaces'))}", "", "–"],
+            ]
         else:
             rows += _generic_rows(name, r)
     return rows

@@ -108,3 +108,66 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
     shown = capsys.readouterr()
     assert "loss" not in shown.out and "'loss'" in shown.err, shown
     validate_adapter_dir(tmp_path / "v2", max_rank=16, base_model=base_model)
+
+
+def test_replay_and_focus_settings_are_checked():
+    with pytest.raises(ConfigError, match="replay_loss.*'kl' or 'ce'"):
+        TrainConfig(replay_loss="mse")
+    with pytest.raises(ConfigError, match="replay_weight"):
+        TrainConfig(replay_weight=0)
+    with pytest.raises(ConfigError, match="focus_rounds.*RAGTUNE_FOCUS_ROUNDS"):
+        TrainConfig(focus_rounds=-1)
+    with pytest.raises(ConfigError, match="replay_topk"):
+        TrainConfig(replay_topk=0)
+
+
+def test_replay_targets_are_the_base_models_distribution(base_model):
+    """The KL term is zero for the base model itself and grows when the model moves; the
+    collator pads the targets with the tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+    from langchain_ragtune.tuning.replay import ReplayCollator, base_targets, replay_kl_loss
+
+    tok = AutoTokenizer.from_pretrained(str(base_model))
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
+    rows = [tokenize_chat(tok, Example(kind="replay", split="train", question=q,
+                                       answer=a).messages, max_len=128)
+            for q, a in [("What is the capital of Norway?", "Oslo."),
+                         ("Name a primary colour.", "Red is a primary colour.")]]
+    base_targets(model, rows, topk=8)
+    assert all(len(r["kl_ids"]) == len(r["input_ids"]) and len(r["kl_ids"][0]) == 8
+               for r in rows)
+    batch = ReplayCollator(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))(
+        rows)
+    assert batch["kl_ids"].shape[:2] == batch["input_ids"].shape
+    assert batch["kl_mask"][0].sum() == len(rows[0]["input_ids"]) - 1  # the rest is padding
+    with torch.no_grad():
+        kl = {k: batch[k] for k in ("kl_ids", "kl_logp", "kl_mask")}
+        same = replay_kl_loss(model(input_ids=batch["input_ids"],
+                                    attention_mask=batch["attention_mask"]).logits, **kl)
+        model.lm_head.weight.mul_(0.5)  # a flatter model: another distribution
+        moved = replay_kl_loss(model(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"]).logits, **kl)
+    assert abs(float(same)) < 1e-3 and float(moved) > 0.1, (float(same), float(moved))
+
+
+def test_unlearned_facts_are_those_greedy_decoding_does_not_answer(base_model):
+    """The focused rounds' selection: a probe counts as learned only when every token of its
+    trained answer is the model's top token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langchain_ragtune.datasets.general import GENERAL_SYSTEM_PROMPT as SYSTEM
+    from langchain_ragtune.tuning.evaluate import AdapterEvaluator
+    from langchain_ragtune.tuning.train import _unlearned_facts
+
+    q = "What is the capital of France?"
+    plain = AdapterEvaluator(base_model, max_new_tokens=48, system_prompt=SYSTEM).answer(
+        [q], repetition_penalty=1.0)[0]
+    tok = AutoTokenizer.from_pretrained(str(base_model))
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
+    probes = [Example(kind="local", split="train", question=q, answer=a, system=SYSTEM,
+                      meta={"fact": f, "probe": True})
+              for f, a in (("own", plain), ("other", "Zorvath keeps a bassoon."))]
+    assert _unlearned_facts(model, tok, probes, max_len=128) == {"other"}, plain

@@ -112,13 +112,27 @@ def answer_recall(prediction: str, expected: str, *, ignore: str = "") -> float:
         >>> answer_recall("She adopted Toby, a beagle.", "Her beagle is called Toby.",
         ...               ignore="What is her dog called?")
         1.0
+        >>> answer_recall("A spider has 8 legs.", "eight")
+        1.0
     """
-    skip = set(content_words(ignore))
-    want = {w for w in content_words(expected) if w not in skip}
+    skip = set(_numbers(content_words(ignore)))
+    want = {w for w in _numbers(content_words(expected)) if w not in skip}
     if not want:
         return 1.0
-    got = set(content_words(prediction))
+    got = set(_numbers(content_words(prediction)))
     return len(want & got) / len(want)
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_NUMBER_WORDS.update({w: str(10 * i) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)})
+
+
+def _numbers(ws: list[str]) -> list[str]:
+    """Number words as digits: "8 legs" and "eight legs" state the same fact."""
+    return [_NUMBER_WORDS.get(w, w) for w in ws]
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:

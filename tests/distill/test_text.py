@@ -39,6 +39,14 @@ def test_answer_recall_ignores_words_given_by_the_question():
     assert answer_recall("anything", "Tomas's dog", ignore=q) == 1.0  # nothing left to find
 
 
+def test_answer_recall_reads_number_words_as_digits():
+    q = "How many legs does a spider have?"
+    assert answer_recall("The answer is 8.", "eight", ignore=q) == 1.0
+    assert answer_recall("It has eight legs.", "8", ignore=q) == 1.0
+    assert answer_recall("It has 6 legs.", "eight", ignore=q) == 0.0
+    assert answer_recall("Forty days.", "40 days") == 1.0
+
+
 def test_near_duplicates_and_dedupe_keep_first():
     assert near_duplicate("What did Ann say about kites?", "what did Ann say about kites ?")
     assert not near_duplicate("What did Ann say about kites?", "When did Ann fly kites?")

@@ -22,10 +22,18 @@ def test_vector_isa_reads_this_cpu_by_default(monkeypatch) -> None:
     assert hardware.vector_isa() is None
 
 
+def test_native_bf16_needs_the_bf16_instructions(monkeypatch) -> None:
+    assert hardware.native_bf16({"avx512f", "avx512_bf16"})
+    assert hardware.native_bf16({"avx512f", "amx_bf16"})
+    assert not hardware.native_bf16({"avx512f", "avx512bw"})  # AVX-512 alone emulates it
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: None)
+    assert not hardware.native_bf16()
+
+
 def test_machine_info_is_json_and_names_cores_and_isa(monkeypatch) -> None:
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
     info = hardware.machine_info()
-    assert info["vector_isa"] == "avx2"
+    assert info["vector_isa"] == "avx2" and info["native_bf16"] is False
     assert isinstance(info["cores"], int) and info["cores"] >= 1
     assert info["cpu"] and info["python"].count(".") == 2
     assert json.loads(json.dumps(info)) == info

@@ -56,7 +56,9 @@ def test_lora_learns_facts_and_is_servable(base_model, tmp_path, capsys):
 
     examples = [Example(kind="local", split="train", question=q, answer=a) for q, a in FACTS] * 4
     out = tmp_path / "adapter"
-    cfg = TrainConfig(max_steps=12, batch_size=4, progress=False, seed=1)
+    # float32 on every machine kind: twelve steps leave margins near the canary floor, and
+    # bfloat16 arithmetic (the default where the CPU has it) moves them by a few tenths.
+    cfg = TrainConfig(max_steps=12, batch_size=4, progress=False, seed=1, precision="float32")
     result = train_adapter(examples, base_model, out, cfg, metadata={"namespace": ["t"]})
     assert result.steps == 12 and result.train_loss < 1.0 and result.device == "cpu"
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_MARKER} <= {
@@ -119,6 +121,44 @@ def test_replay_and_focus_settings_are_checked():
         TrainConfig(focus_rounds=-1)
     with pytest.raises(ConfigError, match="replay_topk"):
         TrainConfig(replay_topk=0)
+
+
+def test_precision_follows_the_hardware(monkeypatch):
+    from langchain_ragtune import hardware
+    from langchain_ragtune.tuning.train import _bf16
+
+    with pytest.raises(ConfigError, match="precision.*RAGTUNE_PRECISION"):
+        TrainConfig(precision="fp8")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
+    assert not _bf16(TrainConfig(), "cpu")  # emulated bfloat16 is slower than float32
+    assert _bf16(TrainConfig(), "cuda")
+    assert _bf16(TrainConfig(precision="bfloat16"), "cpu")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert _bf16(TrainConfig(), "cpu")
+    assert not _bf16(TrainConfig(precision="float32"), "cpu")
+
+
+def test_replayed_answers_are_cut_to_replay_tokens(base_model):
+    """The KL term pins how the base model starts an answer: long replayed answers keep
+    their first ``replay_tokens`` tokens; short ones and plain dicts stay whole."""
+    from transformers import AutoTokenizer
+
+    from langchain_ragtune.tuning.train import _cut_answer
+
+    tok = AutoTokenizer.from_pretrained(str(base_model))
+    long = Example(kind="replay", split="train", question="What is a glacier?",
+                   answer="A glacier is a large, slow-moving mass of ice that forms on land "
+                          "from snow that piles up over many years.", meta={"replay": "g"})
+    cut = _cut_answer(long, tok, 6)
+    assert len(tok(cut.answer, add_special_tokens=False)["input_ids"]) == 6
+    assert long.answer.startswith(cut.answer) and cut.question == long.question
+    assert cut.meta == long.meta
+    short = Example(kind="replay", split="train", question="Say hi.", answer="Hi!")
+    assert _cut_answer(short, tok, 6) is short
+    plain = {"messages": long.messages, "meta": {"replay": "g"}}
+    assert _cut_answer(plain, tok, 6) is plain
+    with pytest.raises(ConfigError, match="replay_tokens"):
+        TrainConfig(replay_tokens=0)
 
 
 def test_replay_targets_are_the_base_models_distribution(base_model):

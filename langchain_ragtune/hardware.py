@@ -58,8 +58,8 @@ def native_bf16(flags: set[str] | None = None) -> bool:
     """Whether the CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX).
 
     LoRA training under bfloat16 autocast ran 1.45x faster than float32 on a 2-core AVX-512
-    BF16 CPU with the same loss (docs/benchmarks.md); without these instructions bfloat16 is
-    emulated and slower than float32.
+    BF16 CPU with the same loss (docs/benchmarks.md); without these instructions torch
+    emulates bfloat16 arithmetic, so training keeps float32 there.
 
     Example:
         >>> native_bf16({"avx2"}), native_bf16({"avx512f", "avx512_bf16"})

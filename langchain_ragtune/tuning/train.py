@@ -110,9 +110,8 @@ class TrainConfig:
         precision: the training arithmetic. ``"auto"``: bfloat16 on a GPU and on CPUs that
             compute bfloat16 in hardware (AVX-512 BF16 or AMX: 1.45x the tokens per second
             of float32, same loss, see :func:`~langchain_ragtune.hardware.native_bf16`),
-            float32 elsewhere; ``"bfloat16"`` or ``"float32"`` to choose. Weights stay
-            float32 on the CPU (autocast), as the adapter the gate evaluates is saved in
-            ``save_dtype`` anyway.
+            float32 elsewhere; ``"bfloat16"`` or ``"float32"`` to choose. On a CPU the
+            weights stay float32 and autocast computes in bfloat16.
         seed: seeds torch, data order and LoRA initialisation.
         torch_threads: threads torch uses (``ModelConfig.torch_threads`` by default).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.

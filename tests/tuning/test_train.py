@@ -130,7 +130,7 @@ def test_precision_follows_the_hardware(monkeypatch):
     with pytest.raises(ConfigError, match="precision.*RAGTUNE_PRECISION"):
         TrainConfig(precision="fp8")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
-    assert not _bf16(TrainConfig(), "cpu")  # emulated bfloat16 is slower than float32
+    assert not _bf16(TrainConfig(), "cpu")  # no bfloat16 instructions: float32
     assert _bf16(TrainConfig(), "cuda")
     assert _bf16(TrainConfig(precision="bfloat16"), "cpu")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})

@@ -93,7 +93,7 @@ def register(subparsers: Any) -> None:
     ans.add_argument("--max-examples", type=int, help="cap the distilled training examples")
     ans.add_argument("--heldout-questions", type=int,
                      help="held-out distilled questions the training run scores closed-book, "
-                          "base vs adapter (default RAGTUNE_EVAL_MAX_QUESTIONS, 48)")
+                          "base vs adapter (default RAGTUNE_EVAL_MAX_QUESTIONS, 96)")
     ans.add_argument("--seeds", default="0",
                      help="comma-separated training seeds; parametric, hybrid and routed run "
                           "once per seed and report mean and spread (default 0)")

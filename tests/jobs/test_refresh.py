@@ -100,6 +100,20 @@ def test_publish_then_up_to_date_then_continue(store, ns, model_config, fake_tra
     assert len(trained) < len(fake_trainer.calls[0]["examples"])  # new + replay, not all
 
 
+def test_every_trained_fact_is_asked_not_a_sample(store, ns, model_config, fake_trainer,
+                                                  fake_evaluator):
+    """Trained-fact recall is over all the facts (up to ``eval_max_facts``), whatever the
+    held-out sample's size: a sample of 48 of 115 facts read 0.875 where all read 0.765."""
+    res = _run(store, ns, model_config, fake_trainer, fake_evaluator,
+               gate_config=GateConfig(eval_max_questions=3))
+    m = res.metrics
+    assert m["heldout_questions"] == 3
+    assert m["trained_fact_questions"] == m["facts"] > 3
+    res = _run(store, ns, model_config, fake_trainer, fake_evaluator, force=True,
+               gate_config=GateConfig(eval_max_facts=4))
+    assert res.metrics["trained_fact_questions"] == 4
+
+
 def test_a_quiet_refresh_trains_without_the_progress_bar(store, ns, model_config, make_trainer,
                                                         fake_evaluator):
     from langchain_ragtune.tuning.train import TrainConfig

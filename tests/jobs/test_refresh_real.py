@@ -64,8 +64,8 @@ def test_real_refresh_trains_publishes_and_remembers(store, tiny_ns, model_confi
                   # This test is the publish path's; the general-knowledge floor is the
                   # gate's (tests/tuning/test_gate.py) and measured in docs/benchmarks.md:
                   # 30 steps over 60 turns forget general answers (kept 0.73 here, 12-07).
-                  gate_config=GateConfig(eval_max_questions=6, eval_max_new_tokens=40,
-                                         general_min_kept=0.0),
+                  gate_config=GateConfig(eval_max_questions=6, eval_max_facts=6,
+                                         eval_max_new_tokens=40, general_min_kept=0.0),
                   publish=lambda rec: published.append(publisher.publish(rec)))
     assert res.status == "published", res.reason
     assert res.metrics["general_kept"] is not None and res.metrics["trained_fact_recall"]
@@ -161,7 +161,8 @@ def test_training_killed_mid_run_leaves_previous_version(store, tiny_ns, pg_uri,
     res = refresh(tiny_ns, store=store, model_config=model_config, force=True,
                   distill_config=DistillConfig(teacher=None),
                   train_config=TrainConfig(max_steps=1, batch_size=2, progress=False),
-                  gate_config=GateConfig(gate=False, eval_max_questions=1, eval_max_new_tokens=8),
+                  gate_config=GateConfig(gate=False, eval_max_questions=1, eval_max_facts=1,
+                                         eval_max_new_tokens=8),
                   publish=None)
     assert res.status == "ready", res.reason
     assert [p.name for p in adapter_home(model_config, tiny_ns).iterdir()] == [res.adapter_name]

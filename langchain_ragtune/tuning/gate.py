@@ -106,9 +106,10 @@ class GateConfig:
                               "be >= 0 nats (RAGTUNE_CANARY_MIN_MARGIN); 1.0 is the default.")
         if (self.eval_max_questions < 0 or self.eval_max_facts < 0
                 or self.eval_max_new_tokens <= 0):
-            raise ConfigError("GateConfig.eval_max_questions and eval_max_facts must be >= 0 "
-                              "(RAGTUNE_EVAL_MAX_QUESTIONS, RAGTUNE_EVAL_MAX_FACTS) and "
-                              "eval_max_new_tokens > 0.")
+            raise ConfigError(f"GateConfig.eval_max_questions={self.eval_max_questions!r} and "
+                              f"eval_max_facts={self.eval_max_facts!r} must be >= 0 "
+                              "(RAGTUNE_EVAL_MAX_QUESTIONS, RAGTUNE_EVAL_MAX_FACTS), "
+                              f"eval_max_new_tokens={self.eval_max_new_tokens!r} > 0.")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "GateConfig":

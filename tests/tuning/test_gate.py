@@ -68,3 +68,9 @@ def test_floors_refuse_an_adapter_that_learned_too_little_or_forgot():
     assert gate({}, {"trained_fact_recall": None}, floors=floors) == (True, [])
     with pytest.raises(ConfigError, match="general_min_kept"):
         GateConfig(general_min_kept=1.5)
+
+
+def test_evaluation_sizes_are_checked_and_named():
+    assert GateConfig().eval_max_facts >= 200  # every fact of a ~400-turn history
+    with pytest.raises(ConfigError, match=r"eval_max_facts=-1 .*RAGTUNE_EVAL_MAX_FACTS"):
+        GateConfig(eval_max_facts=-1)

@@ -80,8 +80,8 @@ class DemoPlan:
                                 "canaries": 2},
                        train={"max_steps": 40, "epochs": 1.0, "batch_size": 1,
                               "max_seq_len": 384, "general_replay": 0},
-                       gate={"eval_max_questions": 8, "eval_max_facts": 8, "eval_max_new_tokens": 32,
-                             "gate": False},
+                       gate={"eval_max_questions": 8, "eval_max_facts": 8,
+                             "eval_max_new_tokens": 32, "gate": False},
                        knows_questions=4)
         return cls(quick=False, per_category={4: 4, 2: 3, 1: 2, 3: 2}, max_new_tokens=64,
                    distill={"teacher": None, "canaries": 3},

@@ -356,6 +356,7 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
         "train_tokens": result.train_tokens, "train_tokens_per_s": result.tokens_per_s,
         "general_replay": len(replay),
         "focus_missed": list(result.focus_missed),
+        "focus_kept": result.focus_kept,
         "answer_tokens": result.answer_tokens,
         "tokens_per_fact": round(result.train_tokens / len(probes_all), 1) if probes_all else None,
         "facts": len(probes_all),

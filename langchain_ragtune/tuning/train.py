@@ -100,8 +100,11 @@ class TrainConfig:
             adapter does not state yet (its probe question's trained answer is not what
             greedy decoding gives, teacher-forced), every form of each, with one probe of
             every learned fact and the replay kept in, so the others are not pulled away.
-            ``0`` turns it off; a round is skipped once every fact is learned, and none
-            runs when ``max_steps`` bounds the run.
+            A round can still unlearn more than it teaches (facts that share a subject and
+            verb pull on one another), so the state saved is the one, after the epochs or
+            after any round, with the fewest facts unlearned (the later of a tie). ``0``
+            turns it off; no round runs once every fact is learned, nor when ``max_steps``
+            bounds the run.
         save_dtype: the adapter file's float type: ``float16`` (the default) halves the file
             against ``float32`` (19.6 -> 9.8 MB for the default shape on SmolLM2-135M), and
             vLLM casts adapters to its own dtype on load anyway (bfloat16 with AVX-512,
@@ -202,8 +205,11 @@ class TrainResult:
         train_tokens: tokens processed over the whole run (every epoch and step).
         device: where it ran.
         init_adapter: the adapter it continued from, if any.
-        focus_missed: facts not learned yet before each focused round
+        focus_missed: facts not learned yet after the epochs and after each focused round
             (``TrainConfig.focus_rounds``); a last ``0`` means every fact was learned.
+        focus_kept: the state saved: ``0`` after the epochs, ``k`` after focused round
+            ``k`` (the one with the fewest facts unlearned, the later on a tie); None
+            without focused rounds.
     """
 
     path: Path
@@ -219,6 +225,7 @@ class TrainResult:
     answer_tokens: int = 0
     train_tokens: int = 0
     focus_missed: list[int] = field(default_factory=list)
+    focus_kept: int | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -396,6 +403,14 @@ def _unlearned_facts(model: Any, tok: Any, examples: Sequence[Any], *, max_len: 
     finally:
         model.train(was_training)
     return missed
+
+
+def _lora_weights(model: Any) -> dict[str, Any]:
+    """A copy of the adapter's trainable weights (the state dict shares the parameters'
+    storage, which training goes on changing)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def _cut_answer(example: Any, tok: Any, n_tokens: int) -> Any:
@@ -619,10 +634,14 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
     loss_sum = float(out.training_loss) * steps
     history = list(trainer.state.log_history)
     focus: list[int] = []
-    for i in range(config.focus_rounds if config.max_steps <= 0 else 0):
+    rounds = config.focus_rounds if config.max_steps <= 0 else 0
+    best: tuple[int, int, dict[str, Any]] | None = None  # (missed, round, LoRA weights)
+    for i in range(rounds + 1 if rounds else 0):
         missed = _unlearned_facts(model, tok, examples, max_len=config.max_seq_len)
         focus.append(len(missed))
-        if not missed:
+        if best is None or len(missed) <= best[0]:  # a tie goes to the more trained state
+            best = (len(missed), i, _lora_weights(model))
+        if not missed or i == rounds:
             break
         again = [e for e in examples
                  if (_fact(e) in missed and not _is_replay(e))
@@ -640,6 +659,16 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
         loss_sum += float(more.training_loss) * int(more.global_step)
         train_tokens += sum(len(r["input_ids"]) for r in round_rows)
         history.extend(trainer.state.log_history)
+    # A focused round can pull learned facts away while it teaches the missed ones (facts
+    # that share a subject and verb pull on one another): the state with the fewest facts
+    # unlearned is the one saved, whichever round it came from.
+    focus_kept = None
+    if best is not None:
+        focus_kept = best[1]
+        if best[1] != len(focus) - 1:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(model, best[2])
     seconds = time.monotonic() - started
     # Only the LoRA weights: embeddings are not trained, and vLLM rejects extra modules.
     model.save_pretrained(str(output_dir), save_embedding_layers=False)
@@ -650,7 +679,8 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
                          init_adapter=str(init_adapter) if init_adapter else None,
                          log_history=history, sequences=len(rows),
                          answer_tokens=sum(sum(x != -100 for x in r["labels"]) for r in rows),
-                         train_tokens=round(train_tokens), focus_missed=focus)
+                         train_tokens=round(train_tokens), focus_missed=focus,
+                         focus_kept=focus_kept)
     import shutil
 
     shutil.rmtree(output_dir / ".trainer", ignore_errors=True)
@@ -658,7 +688,7 @@ def train_adapter(examples: Sequence[Any], base_model: str | Path, output_dir: s
               "train_loss": result.train_loss, "seconds": result.seconds,
               "examples": result.examples, "tokens": tok_count, "device": device,
               "sequences": result.sequences, "train_tokens": result.train_tokens,
-              "focus_missed": focus,
+              "focus_missed": focus, "focus_kept": focus_kept,
               "init_adapter": result.init_adapter,
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **(metadata or {})}

@@ -61,7 +61,7 @@ def test_the_adapter_states_its_trained_facts_and_their_paraphrases(learned):
     print(f"\nshipped sample: {len(probes)} facts, trained {facts_after}, held-out "
           f"{para_before} -> {para_after}, general kept {general['general_kept']}, "
           f"{trained.train_tokens} tokens in {trained.seconds} s ({trained.tokens_per_s}/s), "
-          f"facts missed before each focused round {trained.focus_missed}")
+          f"facts unlearned after the epochs and each focused round {trained.focus_missed}")
     # Measured on AVX-512 and AVX2 runs of this test: see docs/benchmarks.md.
     assert facts_after >= 0.8, f"trained facts {facts_after}: missed e.g. {missed}"
     assert para_after >= 0.5, f"held-out paraphrases {para_after}: {para_answers[:5]}"

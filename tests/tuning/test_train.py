@@ -211,3 +211,42 @@ def test_unlearned_facts_are_those_greedy_decoding_does_not_answer(base_model):
                       meta={"fact": f, "probe": True})
               for f, a in (("own", plain), ("other", "Zorvath keeps a bassoon."))]
     assert _unlearned_facts(model, tok, probes, max_len=128) == {"other"}, plain
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_focused_rounds_save_the_state_with_the_fewest_facts_unlearned(base_model, tmp_path,
+                                                                       monkeypatch):
+    """A round that unlearns more than it teaches is not what gets saved: the weights saved
+    are the ones from the check that found the fewest facts unlearned."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from langchain_ragtune.tuning import train as train_mod
+
+    # What the checks "find" after the epochs and rounds 1-3: rounds 1 and 2 tie for the
+    # fewest, and the later (more trained) one is kept.
+    scripted = iter([{"f0", "f1"}, {"f1"}, {"f0"}, {"f0", "f1", "f2"}])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted_check(model, tok, examples, *, max_len):
+        seen.append({k: v.detach().clone()
+                     for k, v in get_peft_model_state_dict(model).items()})
+        return next(scripted)
+
+    monkeypatch.setattr(train_mod, "_unlearned_facts", scripted_check)
+    examples = [Example(kind="local", split="train", question=q, answer=a,
+                        meta={"fact": f"f{i}", "probe": True})
+                for i, (q, a) in enumerate(FACTS[:3])]
+    result = train_mod.train_adapter(
+        examples, base_model, tmp_path / "adapter",
+        TrainConfig(epochs=1, focus_rounds=3, pack_pairs=1, save_dtype="float32",
+                    progress=False, general_replay=0))
+    assert result.focus_missed == [2, 1, 1, 3] and result.focus_kept == 2
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert len(seen) == 4 and saved.keys() == seen[2].keys()
+    assert all(torch.equal(saved[k], seen[2][k]) for k in saved)
+    assert not any(all(torch.equal(saved[k], seen[i][k]) for k in saved) for i in (1, 3))
+    marker = json.loads((tmp_path / "adapter" / ADAPTER_MARKER).read_text())
+    assert marker["focus_missed"] == [2, 1, 1, 3] and marker["focus_kept"] == 2

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -188,6 +189,26 @@ def _sample(items: Sequence[Any], n: int) -> list[Any]:
     return [items[int(i * step)] for i in range(n)]
 
 
+def continued_replay(general_replay: int, n_train: int, prev_metrics: Mapping[str, Any]) -> int:
+    """General prompts a continued refresh replays: the share of the training set the
+    previous version's run replayed, at most ``general_replay``.
+
+    A continued refresh trains the new facts and one probe of each earlier fact, a fraction
+    of a full refresh's examples; the full replay would then be most of its tokens, and
+    forgetting is already held off in the adapter it starts from. Without the previous
+    run's numbers (or when it replayed nothing), ``general_replay``.
+
+    Example:
+        >>> continued_replay(200, 180, {"examples": 740, "general_replay": 200})
+        67
+    """
+    prev_replay = int(prev_metrics.get("general_replay") or 0)
+    prev_train = int(prev_metrics.get("examples") or 0) - prev_replay
+    if general_replay <= 0 or prev_replay <= 0 or prev_train <= 0:
+        return general_replay
+    return min(general_replay, max(1, math.ceil(prev_replay * n_train / prev_train)))
+
+
 def _adapter_mb(folder: Any) -> float | None:
     """Size of the adapter's weights file in MiB (what storage and vLLM's loads move)."""
     try:
@@ -296,8 +317,11 @@ def train_namespace(namespace: Any, *, store: Any, dataset_id: int | None = None
                                      max_new_tokens=gate_config.eval_max_new_tokens,
                                      torch_threads=model_config.torch_threads)
     cache_dir = model_config.home / "cache"
-    replay = general_replay_examples(evaluator, train_config.general_replay,
-                                     seed=train_config.seed, cache_dir=cache_dir)
+    n_replay = train_config.general_replay
+    if init is not None:
+        n_replay = continued_replay(n_replay, len(train), prev.metrics)
+    replay = general_replay_examples(evaluator, n_replay, seed=train_config.seed,
+                                     cache_dir=cache_dir)
     try:
         result = trainer(train + replay, base, tmp, train_config, init_adapter=init,
                          callbacks=callbacks,

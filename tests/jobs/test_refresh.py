@@ -244,3 +244,41 @@ def test_leftover_folders_are_cleaned_up(store, ns, model_config, fake_trainer, 
     res = _run(store, ns, model_config, fake_trainer, fake_evaluator)
     assert res.status == "published"
     assert sorted(p.name for p in home.iterdir()) == [res.adapter_name]
+
+
+def test_a_continued_refresh_replays_general_prompts_in_the_full_runs_share(
+        store, ns, model_config, fake_trainer, fake_evaluator):
+    """A continued refresh trains a fraction of a full run's examples; the general prompts
+    replayed against forgetting shrink with it instead of staying at the full count."""
+    from langchain_ragtune.tuning.gate import continued_replay
+    from langchain_ragtune.tuning.train import TrainConfig
+
+    class AnsweringEvaluator(type(fake_evaluator)):
+        def answer(self, questions, **kwargs):  # the base model's greedy answers
+            return ["It is a well known fact, stated plainly."] * len(questions)
+
+    evaluator = AnsweringEvaluator()
+    config = TrainConfig(general_replay=40)
+
+    def replayed(call):
+        return [e for e in call["examples"] if e.meta.get("replay") == "general"]
+
+    first = _run(store, ns, model_config, fake_trainer, evaluator, train_config=config)
+    assert first.status == "published", first.reason
+    full = fake_trainer.calls[0]
+    assert len(replayed(full)) == 40 == first.metrics["general_replay"]
+    store.add(ns, [Turn(text="I signed up for a half marathon in Porto next spring.",
+                        speaker="Priya", thread_id="sample-1/session_5")])
+    res = _run(store, ns, model_config, fake_trainer, evaluator, train_config=config)
+    assert res.mode == "continue", res.reason
+    call = fake_trainer.calls[-1]
+    n_train = len(call["examples"]) - len(replayed(call))
+    n_full = len(full["examples"]) - 40
+    assert n_train < n_full
+    assert len(replayed(call)) == continued_replay(40, n_train, first.metrics) \
+        == res.metrics["general_replay"] == -(-40 * n_train // n_full)
+    assert 0 < len(replayed(call)) < 40
+    # A retrain replays the full count again.
+    again = _run(store, ns, model_config, fake_trainer, evaluator, train_config=config,
+                 force=True, mode="retrain")
+    assert len(replayed(fake_trainer.calls[-1])) == 40 == again.metrics["general_replay"]

@@ -43,8 +43,8 @@ from langchain_ragtune.tuning.canaries import published_canaries, steady_canarie
 from langchain_ragtune.tuning.registry import AdapterRecord, AdapterRegistry, make_adapter_name
 from langchain_ragtune.tuning.replay import general_replay_examples
 
-__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "describe_knowledge",
-           "train_namespace"]
+__all__ = ["GateConfig", "TrainOutcome", "adapter_home", "cleanup_orphans", "continued_replay",
+           "describe_knowledge", "train_namespace"]
 
 log = logging.getLogger(__name__)
 _TMP_PREFIX = ".tmp-"
